@@ -1,0 +1,235 @@
+"""Command-line entry point (click).
+
+Every `serve` flag can also come from an environment variable (GPU_DP_<FLAG>,
+shown in --help) or from a YAML file given with --config; precedence is
+flag > environment > file > default, which click's default_map gives us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from gpu_device_plugin import __version__
+from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
+from gpu_device_plugin.cli import exitcodes
+from gpu_device_plugin.config import (
+    DEFAULT_PLUGIN_DIR,
+    DEFAULT_RESOURCE_NAME,
+    DiscoveryConfig,
+    DiscoveryKind,
+    LogFormat,
+    ServeConfig,
+    check_resource_name,
+)
+from gpu_device_plugin.errors import ConfigError, DiscoveryError
+from gpu_device_plugin.telemetry.logs import configure_logging
+
+ENV_PREFIX = "GPU_DP_"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def env_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that also reads GPU_DP_<NAME> and shows it in --help."""
+    name = next(d for d in decls if d.startswith("--")).lstrip("-").replace("-", "_").upper()
+    return click.option(*decls, envvar=ENV_PREFIX + name, show_envvar=True, show_default=True, **kwargs)
+
+
+def _load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    try:
+        data = yaml.safe_load(value.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise click.BadParameter(f"cannot load {value}: {err}") from err
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value} must be a mapping of flag names to values")
+    ctx.default_map = {str(k).replace("-", "_"): v for k, v in data.items()}
+    return value
+
+
+def fail(code: int, message: str) -> None:
+    click.echo(f"gpu-device-plugin: {message}", err=True)
+    sys.exit(code)
+
+
+def run_or_exit(body: Callable[[], None]) -> None:
+    """Exit codes for our errors, in one place: bad configuration is 2."""
+    try:
+        body()
+    except ConfigError as err:
+        fail(exitcodes.BAD_CONFIG, f"bad configuration: {err}")
+    except DiscoveryError as err:
+        fail(exitcodes.FAILURE, str(err))
+
+
+def discovery_options(func: F) -> F:
+    for decorator in reversed(
+        [
+            env_option(
+                "--discovery",
+                type=click.Choice([k.value for k in DiscoveryKind]),
+                default=DiscoveryKind.NVML.value,
+                help="Where devices come from.",
+            ),
+            env_option(
+                "--fake-config",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Fake backend: YAML file of devices (edits take effect live).",
+            ),
+            env_option("--fake-devices", type=int, help="Fake backend: N identical healthy GPUs."),
+            env_option(
+                "--fail-on-init-error/--no-fail-on-init-error",
+                default=True,
+                help="Exit when NVML cannot start; off: serve zero devices.",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def discovery_config(discovery: str, fake_config: Path | None, fake_devices: int | None,
+                     fail_on_init_error: bool) -> DiscoveryConfig:
+    return DiscoveryConfig(
+        kind=DiscoveryKind(discovery),
+        fake_config=fake_config,
+        fake_devices=fake_devices,
+        fail_on_init_error=fail_on_init_error,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="gpu-device-plugin")
+def main() -> None:
+    """Kubernetes device plugin for NVIDIA GPUs."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config_file,
+    help="YAML file of flag values (keys are flag names); flags and env vars win over it.",
+)
+@discovery_options
+@env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>.")
+@env_option(
+    "--device-plugin-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=str(DEFAULT_PLUGIN_DIR),
+    help="The kubelet's device-plugins folder.",
+)
+@env_option(
+    "--device-id-strategy",
+    type=click.Choice([s.value for s in DeviceIdStrategy]),
+    default=DeviceIdStrategy.UUID.value,
+    help="Name devices in NVIDIA_VISIBLE_DEVICES by UUID or index.",
+)
+@env_option(
+    "--device-list-strategy",
+    type=click.Choice([s.value for s in DeviceListStrategy]),
+    default=DeviceListStrategy.ENVVAR.value,
+    help="envvar: NVIDIA_VISIBLE_DEVICES; cdi-cri: CDI device names in the CRI request.",
+)
+@env_option("--cdi-kind", default="nvidia.com/gpu", help="CDI kind for cdi-cri names.")
+@env_option(
+    "--pass-device-specs/--no-pass-device-specs",
+    default=False,
+    help="Also hand the /dev/nvidia* nodes to the container.",
+)
+@env_option(
+    "--log-format", type=click.Choice([f.value for f in LogFormat]), default="text", help="Log line format."
+)
+@env_option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    help="Least severe level logged.",
+)
+def serve(**flags: Any) -> None:
+    """Discover devices, register with the kubelet and serve them."""
+    from gpu_device_plugin.cli.serve import serve as run_serve
+    from gpu_device_plugin.telemetry.tracing import configure_tracing
+
+    def body() -> None:
+        config = ServeConfig(
+            discovery=discovery_config(
+                flags["discovery"], flags["fake_config"], flags["fake_devices"], flags["fail_on_init_error"]
+            ),
+            resource_name=flags["resource_name"],
+            device_plugin_dir=flags["device_plugin_dir"],
+            allocate=AllocateOptions(
+                id_strategy=DeviceIdStrategy(flags["device_id_strategy"]),
+                list_strategy=DeviceListStrategy(flags["device_list_strategy"]),
+                pass_device_specs=flags["pass_device_specs"],
+                cdi_kind=flags["cdi_kind"],
+            ),
+            log_format=LogFormat(flags["log_format"]),
+            log_level=flags["log_level"],
+        )
+        configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
+        tracing = configure_tracing()
+        try:
+            asyncio.run(run_serve(config, tracing))
+        finally:
+            tracing.shutdown()
+
+    run_or_exit(body)
+
+
+@main.command()
+@discovery_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def discover(as_json: bool, **flags: Any) -> None:
+    """Show the devices this node has."""
+    from gpu_device_plugin.cli.render import inventory_json, inventory_table
+    from gpu_device_plugin.discovery.factory import make_backend
+
+    def body() -> None:
+        backend = make_backend(discovery_config(**flags))
+        inventory = backend.discover()
+        click.echo(json.dumps(inventory_json(inventory), indent=2) if as_json else inventory_table(inventory))
+
+    run_or_exit(body)
+
+
+@main.command()
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The plugin's socket; default: the newest answering one in --device-plugin-dir.")
+@env_option("--device-plugin-dir", type=click.Path(path_type=Path, file_okay=False),
+            default=str(DEFAULT_PLUGIN_DIR), help="Where to look for the plugin's socket.")
+@env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Whose socket to look for.")
+@click.option("--preferred", type=int, help="Also ask for a preferred allocation of N devices.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per call.")
+def probe(socket_path: Path | None, device_plugin_dir: Path, resource_name: str,
+          preferred: int | None, timeout: float) -> None:
+    """Act as the kubelet against a running plugin; exit 0 only if all devices are healthy."""
+    from gpu_device_plugin.cli.probe import run_probe
+
+    def body() -> None:
+        check_resource_name(resource_name)
+        ok = asyncio.run(run_probe(socket_path, device_plugin_dir, resource_name, preferred, timeout))
+        sys.exit(exitcodes.OK if ok else exitcodes.FAILURE)
+
+    run_or_exit(body)
+
+
+@main.command()
+@click.option("--devices", type=int, default=8, show_default=True, help="Number of fake GPUs.")
+def demo(devices: int) -> None:
+    """Run the plugin on fake GPUs against a stand-in kubelet and narrate what happens."""
+    from gpu_device_plugin.cli.demo import run_demo
+
+    if not 2 <= devices <= 64:
+        fail(exitcodes.BAD_CONFIG, "bad configuration: devices: must be between 2 and 64")
+    asyncio.run(run_demo(devices, echo=click.echo))

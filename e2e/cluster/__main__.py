@@ -1,0 +1,46 @@
+"""Command line: `PYTHONPATH=e2e python -m cluster build|up`.
+
+build: build or find everything the cluster needs (warms the cache; CI runs it
+       before the suite so the build time shows on its own line).
+up:    start the cluster, print its kubeconfig, and keep it up until
+       interrupted (then tear it down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from . import build
+from .local import LocalCluster
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster")
+    parser.add_argument("command", choices=("build", "up"))
+    args = parser.parse_args(argv)
+    try:
+        started = time.monotonic()
+        tools = build.toolchain()
+        print(f"toolchain ready in {time.monotonic() - started:.0f} s: Kubernetes {tools.kubernetes_version}")
+    except build.PrerequisiteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.command == "build":
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with LocalCluster(tools) as cluster:
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        print(f"device plugin dir: {cluster.device_plugin_dir}")
+        print("cluster is up; Ctrl-C to tear it down", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Pure functions over an Inventory: which devices to prefer, and what a container gets.
+
+No I/O, no clocks, no globals: the server calls in with a snapshot and gets an
+answer or a RequestError.
+"""
+
+from gpu_device_plugin.allocator.preferred import PreferredPolicy, in_order_policy, preferred_allocation
+from gpu_device_plugin.allocator.response import (
+    AllocateOptions,
+    ContainerAllocation,
+    DeviceIdStrategy,
+    DeviceListStrategy,
+    DeviceNode,
+    container_allocation,
+)
+from gpu_device_plugin.allocator.validate import check_allocatable
+
+__all__ = [
+    "AllocateOptions",
+    "ContainerAllocation",
+    "DeviceIdStrategy",
+    "DeviceListStrategy",
+    "DeviceNode",
+    "PreferredPolicy",
+    "check_allocatable",
+    "container_allocation",
+    "in_order_policy",
+    "preferred_allocation",
+]

@@ -1,0 +1,77 @@
+"""What a container gets for its devices: env vars, device nodes, CDI names.
+
+The result is a plain value; the server turns it into protobuf.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpu_device_plugin.allocator.validate import check_allocatable
+from gpu_device_plugin.errors import RequestError
+from gpu_device_plugin.inventory import Inventory
+
+VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
+
+
+class DeviceIdStrategy(enum.StrEnum):
+    """How devices are named to the container runtime."""
+
+    UUID = "uuid"
+    INDEX = "index"
+
+
+class DeviceListStrategy(enum.StrEnum):
+    """How the device list reaches the container runtime."""
+
+    ENVVAR = "envvar"  # NVIDIA_VISIBLE_DEVICES, read by the NVIDIA container toolkit
+    CDI_CRI = "cdi-cri"  # CDI device names in the CRI request, resolved by the runtime
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateOptions:
+    id_strategy: DeviceIdStrategy = DeviceIdStrategy.UUID
+    list_strategy: DeviceListStrategy = DeviceListStrategy.ENVVAR
+    pass_device_specs: bool = False
+    # CDI kind for cdi-cri names: "<vendor>/<class>", e.g. nvidia.com/gpu.
+    cdi_kind: str = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceNode:
+    path: str
+    permissions: str = "rw"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerAllocation:
+    envs: dict[str, str]
+    device_nodes: tuple[DeviceNode, ...] = ()
+    cdi_devices: tuple[str, ...] = ()
+
+
+def container_allocation(
+    inventory: Inventory, ids: Sequence[str], options: AllocateOptions
+) -> ContainerAllocation:
+    if not ids:
+        raise RequestError("devices_ids: a container request must name at least one device")
+    check_allocatable(inventory, ids, what="devices_ids")
+    devices = [inventory.by_id[i] for i in ids]
+    envs: dict[str, str] = {}
+    cdi: tuple[str, ...] = ()
+    if options.list_strategy is DeviceListStrategy.ENVVAR:
+        names = (
+            [d.uuid for d in devices]
+            if options.id_strategy is DeviceIdStrategy.UUID
+            else [str(d.index) for d in devices]
+        )
+        envs[VISIBLE_DEVICES_ENV] = ",".join(names)
+    else:
+        cdi = tuple(f"{options.cdi_kind}={d.uuid}" for d in devices)
+    nodes: tuple[DeviceNode, ...] = ()
+    if options.pass_device_specs:
+        paths = [p for d in devices for p in d.device_nodes] + list(inventory.control_nodes)
+        nodes = tuple(DeviceNode(p) for p in paths)
+    return ContainerAllocation(envs=envs, device_nodes=nodes, cdi_devices=cdi)

@@ -1,0 +1,85 @@
+"""The daemon's one typed configuration, validated once at start-up.
+
+The CLI fills it from flags, environment variables and an optional config file;
+every layer receives only the part it needs. A bad value is a ConfigError naming
+the field, which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.errors import ConfigError
+
+DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+DEFAULT_RESOURCE_NAME = "example.com/gpu"
+
+# An extended resource name as the kubelet validates it: a DNS-1123 subdomain
+# prefix, a slash, and a qualified name; kubernetes.io domains are reserved.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+class DiscoveryKind(enum.StrEnum):
+    NVML = "nvml"
+    FAKE = "fake"
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def check_resource_name(name: str) -> str:
+    domain, slash, short = name.partition("/")
+    if not slash:
+        raise ConfigError("resource-name", f"{name!r} must be <domain>/<name>, e.g. example.com/gpu")
+    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
+        raise ConfigError("resource-name", f"domain {domain!r} is not a valid DNS subdomain")
+    if domain == "kubernetes.io" or domain.endswith(".kubernetes.io") or domain == "k8s.io":
+        raise ConfigError("resource-name", f"domain {domain!r} is reserved for Kubernetes")
+    if len(short) > 63 or not _QUALIFIED_NAME.match(short):
+        raise ConfigError("resource-name", f"name {short!r} is not a valid qualified name")
+    return name
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    kind: DiscoveryKind = DiscoveryKind.NVML
+    """Where devices come from: real GPUs through NVML, or the fake backend."""
+    fake_config: Path | None = None
+    """Fake backend: YAML file describing the devices; edits take effect live."""
+    fake_devices: int | None = None
+    """Fake backend: this many identical healthy GPUs instead of a file."""
+    fail_on_init_error: bool = True
+    """NVML unusable at start: exit non-zero (True) or serve zero devices (False)."""
+
+    def __post_init__(self) -> None:
+        if self.kind is DiscoveryKind.FAKE:
+            if (self.fake_config is None) == (self.fake_devices is None):
+                raise ConfigError(
+                    "fake-config", "the fake backend needs exactly one of --fake-config or --fake-devices"
+                )
+            if self.fake_devices is not None and not 0 <= self.fake_devices <= 1024:
+                raise ConfigError("fake-devices", f"must be between 0 and 1024, got {self.fake_devices}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    resource_name: str = DEFAULT_RESOURCE_NAME
+    """Extended resource advertised to the kubelet, <domain>/<name>."""
+    device_plugin_dir: Path = DEFAULT_PLUGIN_DIR
+    """The kubelet's device-plugins folder (holds kubelet.sock)."""
+    allocate: AllocateOptions = field(default_factory=AllocateOptions)
+    log_format: LogFormat = LogFormat.TEXT
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        check_resource_name(self.resource_name)
+        if "=" in self.allocate.cdi_kind or "/" not in self.allocate.cdi_kind:
+            raise ConfigError("cdi-kind", f"{self.allocate.cdi_kind!r} must be <vendor>/<class>")

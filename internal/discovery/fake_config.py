@@ -1,0 +1,154 @@
+"""The fake backend's YAML schema, and its parsing into an Inventory.
+
+A fake config describes either `count` identical GPUs or an explicit `devices`
+list. UUIDs left out are derived from the index, so they are the same on every
+start: the kubelet checkpoints allocations by device id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
+
+# Fixed namespace so that derived UUIDs never change between releases.
+_FAKE_UUID_NAMESPACE = uuid.UUID("6f1d3c52-2b0e-4b59-9a53-0c2f4d7a8e11")
+MAX_DEVICE_ID_LENGTH = 63  # the kubelet's limit on device ids
+DEFAULT_MODEL = "NVIDIA H100 80GB HBM3"
+DEFAULT_MEMORY_MIB = 81559
+
+
+def fake_uuid(index: int) -> str:
+    return f"GPU-{uuid.uuid5(_FAKE_UUID_NAMESPACE, f'fake-gpu-{index}')}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FakeDevice(_Strict):
+    uuid: str | None = Field(default=None, min_length=1, max_length=MAX_DEVICE_ID_LENGTH)
+    index: int | None = Field(default=None, ge=0)
+    model: str | None = None
+    memory_mib: int | None = Field(default=None, ge=0)
+    numa: int | None = Field(default=None, ge=0)
+    minor: int | None = Field(default=None, ge=0)
+    pci_bus_id: str | None = None
+    compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    health: Literal["Healthy", "Unhealthy"] = "Healthy"
+    device_nodes: tuple[str, ...] = ()
+
+    @field_validator("uuid")
+    @classmethod
+    def _printable_id(cls, value: str | None) -> str | None:
+        if value is not None and not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        return value
+
+
+class FakeConfig(_Strict):
+    count: int | None = Field(default=None, ge=0, le=1024)
+    devices: tuple[FakeDevice, ...] | None = None
+    # Defaults for every device that does not say otherwise.
+    model: str = DEFAULT_MODEL
+    memory_mib: int = Field(default=DEFAULT_MEMORY_MIB, ge=0)
+    numa_nodes: int = Field(default=1, ge=1, le=64)
+    compute_capability: str = Field(default="9.0", pattern=r"^\d+\.\d+$")
+    driver_version: str = "fake-550.0"
+    cuda_version: str = "12.4"
+    control_nodes: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Self:
+        if (self.count is None) == (self.devices is None):
+            raise ValueError("give exactly one of 'count' or 'devices'")
+        if self.devices is not None:
+            _require_unique("uuid", [fake_id(d, i) for i, d in enumerate(self.devices)])
+            _require_unique("index", [_index(d, i) for i, d in enumerate(self.devices)])
+        return self
+
+
+def _index(device: FakeDevice, position: int) -> int:
+    return position if device.index is None else device.index
+
+
+def fake_id(device: FakeDevice, position: int) -> str:
+    return device.uuid or fake_uuid(_index(device, position))
+
+
+def _require_unique(what: str, values: list[str] | list[int]) -> None:
+    seen: set[object] = set()
+    dupes = sorted({str(v) for v in values if v in seen or seen.add(v)})
+    if dupes:
+        raise ValueError(f"devices share {what} {', '.join(dupes)}")
+
+
+def _capability(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+def to_inventory(config: FakeConfig) -> Inventory:
+    specs = config.devices if config.devices is not None else (FakeDevice(),) * (config.count or 0)
+    total = len(specs)
+    devices = []
+    for position, spec in enumerate(specs):
+        index = _index(spec, position)
+        device_id = fake_id(spec, position)
+        devices.append(
+            Device(
+                id=device_id,
+                index=index,
+                uuid=device_id,
+                model=spec.model or config.model,
+                memory_mib=config.memory_mib if spec.memory_mib is None else spec.memory_mib,
+                minor=index if spec.minor is None else spec.minor,
+                pci_bus_id=spec.pci_bus_id or f"0000:{0x10 + index:02x}:00.0",
+                # Spread devices evenly over the NUMA nodes, in index order.
+                numa_node=spec.numa if spec.numa is not None else position * config.numa_nodes // max(total, 1),
+                compute_capability=_capability(spec.compute_capability or config.compute_capability),
+                health=Health(spec.health),
+                health_reason="" if spec.health == "Healthy" else "marked Unhealthy in the fake config",
+                device_nodes=spec.device_nodes,
+            )
+        )
+    return Inventory(
+        devices=sorted_devices(devices),
+        backend="fake",
+        driver_version=config.driver_version,
+        cuda_version=config.cuda_version,
+        control_nodes=config.control_nodes,
+    )
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(top level)"
+
+
+def parse_fake_config(text: str, *, source: str) -> FakeConfig:
+    """Parse YAML text; every failure is a ConfigError naming the field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(source, f"not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(source, "must be a YAML mapping with 'count' or 'devices'")
+    try:
+        return FakeConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"{source}: {_field_path(first['loc'])}", first["msg"]) from err
+
+
+def load_fake_config(path: Path) -> FakeConfig:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError("fake-config", f"cannot read {path}: {err.strerror or err}") from err
+    return parse_fake_config(text, source=str(path))

@@ -1,0 +1,50 @@
+"""An inotify watch of one folder that is armed the moment it is created.
+
+watchfiles' `awatch` only starts watching on its first iteration, so a caller
+cannot know when an edit will be seen; here the watch exists once the object
+does, which lets the daemon (and tests) act on "ready" without a race. The
+blocking wait runs in a worker thread that returns within one step of being
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from watchfiles import Change
+from watchfiles._rust_notify import RustNotify
+
+Changes = set[tuple[Change, Path]]
+
+
+class FolderWatch:
+    def __init__(self, folder: Path, *, debounce_ms: int = 50, step_ms: int = 10) -> None:
+        self.folder = folder
+        self._debounce_ms = debounce_ms
+        self._step_ms = step_ms
+        self._notify = RustNotify([str(folder)], False, False, 0, False, False)
+
+    async def next_changes(self) -> Changes:
+        """Wait for the next batch of changes in the folder."""
+        while True:
+            stop = threading.Event()
+            try:
+                raw = await asyncio.to_thread(
+                    self._notify.watch, self._debounce_ms, self._step_ms, 1000, stop
+                )
+            except asyncio.CancelledError:
+                stop.set()
+                raise
+            if isinstance(raw, set):
+                return {(Change(kind), Path(path)) for kind, path in raw}
+
+    def close(self) -> None:
+        self._notify.close()
+
+    def __enter__(self) -> FolderWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

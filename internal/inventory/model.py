@@ -1,0 +1,105 @@
+"""Immutable snapshot of the devices on this node.
+
+Discovery builds it, health publishes changed copies of it, the allocator and
+the server read it. Nothing here performs I/O, and nothing here is ever mutated:
+a change is a new Inventory.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+
+class Health(enum.StrEnum):
+    # Values are the kubelet's wire strings.
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One GPU as the plugin advertises it.
+
+    `id` is what the kubelet sees and checkpoints: it must be stable across
+    restarts of either side and at most 63 characters, so it is the GPU's UUID.
+    """
+
+    id: str
+    index: int
+    uuid: str
+    model: str = "unknown"
+    memory_mib: int = 0
+    minor: int | None = None
+    pci_bus_id: str | None = None
+    numa_node: int | None = None
+    compute_capability: tuple[int, int] | None = None
+    health: Health = Health.HEALTHY
+    # Why the device is unhealthy (empty when healthy): surfaced in logs and probes.
+    health_reason: str = ""
+    # Per-GPU device nodes on the host, e.g. ("/dev/nvidia3",).
+    device_nodes: tuple[str, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.health is Health.HEALTHY
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A device's health before and after a new snapshot replaced the old one."""
+
+    device_id: str
+    before: Health
+    after: Health
+    reason: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """All devices of one resource, ordered by index, plus node-wide facts."""
+
+    devices: tuple[Device, ...]
+    backend: str
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    # Node-wide device nodes every GPU container needs (/dev/nvidiactl, ...),
+    # only those that exist on this host.
+    control_nodes: tuple[str, ...] = ()
+    # Not part of equality: a cache derived from `devices`.
+    _by_id: Mapping[str, Device] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {d.id: d for d in self.devices})
+
+    @property
+    def by_id(self) -> Mapping[str, Device]:
+        return self._by_id
+
+    @cached_property
+    def healthy_count(self) -> int:
+        return sum(1 for d in self.devices if d.healthy)
+
+    def with_health(self, updates: Mapping[str, tuple[Health, str]]) -> Inventory:
+        """A copy with the named devices' health replaced; unknown ids are ignored."""
+        devices = tuple(
+            replace(d, health=updates[d.id][0], health_reason=updates[d.id][1])
+            if d.id in updates
+            else d
+            for d in self.devices
+        )
+        return replace(self, devices=devices)
+
+    def health_changes(self, newer: Inventory) -> list[HealthChange]:
+        """Devices whose health differs in `newer` (devices in both snapshots only)."""
+        return [
+            HealthChange(d.id, self._by_id[d.id].health, d.health, d.health_reason)
+            for d in newer.devices
+            if d.id in self._by_id and self._by_id[d.id].health is not d.health
+        ]
+
+
+def sorted_devices(devices: Iterable[Device]) -> tuple[Device, ...]:
+    return tuple(sorted(devices, key=lambda d: (d.index, d.id)))

@@ -1,0 +1,45 @@
+"""One gRPC server on one socket file: start, prove it answers, stop and clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+class PluginServer:
+    def __init__(
+        self,
+        service: pb_grpc.DevicePluginServicer,
+        socket_path: Path,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        self.socket_path = socket_path
+        self._server = grpc.aio.server(interceptors=list(interceptors))
+        pb_grpc.add_DevicePluginServicer_to_server(service, self._server)
+        self._server.add_insecure_port(f"unix://{socket_path}")
+
+    async def start(self, *, self_check_timeout: float = 2.0) -> None:
+        await self._server.start()
+        # The kubelet dials back during Register and gives up after 10 s; make
+        # sure we really answer before telling it where we are.
+        async with grpc.aio.insecure_channel(f"unix://{self.socket_path}") as channel:
+            await pb_grpc.DevicePluginStub(channel).GetDevicePluginOptions(
+                pb.Empty(), timeout=self_check_timeout
+            )
+        log.info("serving at %s", self.socket_path)
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop accepting, cancel open streams after `grace`, remove the socket file."""
+        await self._server.stop(grace)
+        # The kubelet may have removed it already; never leave it behind.
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()

@@ -1,0 +1,92 @@
+"""Registering with the kubelet, and waiting for it when it is not there yet.
+
+The kubelet dials back and asks for our options within its 10 s timeout, so
+registration is only attempted once our own server answers. A missing or
+refusing kubelet is normal during node start-up: wait with capped backoff and
+say once where we are waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from opentelemetry import trace
+
+from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1beta1"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    first: float = 0.1
+    factor: float = 2.0
+    cap: float = 5.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.cap)
+
+
+async def register_once(
+    kubelet_socket: Path, request: pb.RegisterRequest, *, timeout: float
+) -> None:
+    async with grpc.aio.insecure_channel(f"unix://{kubelet_socket}") as channel:
+        await pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
+
+
+async def register_until_accepted(
+    kubelet_socket: Path,
+    request: pb.RegisterRequest,
+    *,
+    tracer: trace.Tracer,
+    backoff: Backoff = Backoff(),
+    attempt_timeout: float = 5.0,
+) -> int:
+    """Register, retrying until the kubelet accepts; returns the number of attempts."""
+    waiting_said = ""
+    for attempt, delay in enumerate(backoff.delays(), start=1):
+        with tracer.start_as_current_span("Register") as span:
+            span.set_attributes(
+                {
+                    "gpu.resource_name": request.resource_name,
+                    "gpu.endpoint": request.endpoint,
+                    "gpu.attempt": attempt,
+                }
+            )
+            try:
+                await register_once(kubelet_socket, request, timeout=attempt_timeout)
+            except grpc.aio.AioRpcError as err:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, err.details() or ""))
+                reason = _reason(kubelet_socket, err)
+                if reason != waiting_said:
+                    log.warning("waiting for the kubelet at %s: %s", kubelet_socket, reason)
+                    waiting_said = reason
+            else:
+                log.info(
+                    "registered as %s (endpoint %s, attempt %d)",
+                    request.resource_name,
+                    request.endpoint,
+                    attempt,
+                )
+                return attempt
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable: backoff delays never end")
+
+
+def _reason(kubelet_socket: Path, err: grpc.aio.AioRpcError) -> str:
+    if not kubelet_socket.exists():
+        return "kubelet.sock does not exist yet"
+    if err.code() is grpc.StatusCode.UNAVAILABLE:
+        return "kubelet.sock refuses connections"
+    return f"registration refused: {err.code().name}: {err.details()}"

@@ -1,0 +1,63 @@
+"""Socket file names in the device-plugins folder.
+
+Every server start gets a fresh name: the kubelet has a race (kubernetes
+#121994) in which a late disconnect of an old endpoint tears down a new one
+registered under the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+KUBELET_SOCKET = "kubelet.sock"
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def socket_prefix(resource_name: str) -> str:
+    """`example.com/gpu` -> `example.com-gpu`: what all our socket names start with."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", resource_name)
+
+
+def fresh_socket_name(resource_name: str, generation: int) -> str:
+    stamp = format(time.time_ns() // 1_000_000, "x")
+    return f"{socket_prefix(resource_name)}-{stamp}-{generation}.sock"
+
+
+def answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def our_sockets(plugin_dir: Path, resource_name: str) -> list[Path]:
+    """Our sockets in the folder, newest first."""
+    pattern = re.compile(rf"^{re.escape(socket_prefix(resource_name))}-[0-9a-f]+-\d+\.sock$")
+    found = [p for p in plugin_dir.iterdir() if pattern.match(p.name)] if plugin_dir.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 2)[1], 16), reverse=True)
+
+
+def remove_stale_sockets(plugin_dir: Path, resource_name: str) -> list[Path]:
+    """Remove sockets a killed earlier run of ours left behind (nothing answers on them)."""
+    removed = []
+    for path in our_sockets(plugin_dir, resource_name):
+        if not answers(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
+    if removed:
+        log.info("removed %d stale socket(s) of an earlier run: %s", len(removed),
+                 ", ".join(p.name for p in removed))
+    return removed

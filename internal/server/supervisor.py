@@ -1,0 +1,96 @@
+"""Keeps one plugin server registered with the kubelet, across kubelet restarts.
+
+A generation is: a fresh socket name, a server on it, registration. A restarted
+kubelet deletes our socket and recreates kubelet.sock (and never calls
+ListAndWatch again on the old registration), so either event ends the
+generation: the old server stops before the new one registers, and the old
+socket is removed. The folder is watched with inotify (watchfiles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from opentelemetry import trace
+from watchfiles import Change
+
+from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.fswatch import FolderWatch
+from gpu_device_plugin.server.plugin_server import PluginServer
+from gpu_device_plugin.server.registration import API_VERSION, Backoff, register_until_accepted
+from gpu_device_plugin.server.service import DevicePluginService
+from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class PluginSupervisor:
+    service: DevicePluginService
+    plugin_dir: Path
+    tracer: trace.Tracer
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    backoff: Backoff = Backoff()
+    # Streams get this long to finish when a server stops.
+    stop_grace: float = 0.5
+    # Called with each generation's socket path once registered (tests, demo).
+    on_registered: Callable[[Path], None] | None = None
+    generation: int = field(default=0, init=False)
+    current_socket: Path | None = field(default=None, init=False)
+
+    @property
+    def kubelet_socket(self) -> Path:
+        return self.plugin_dir / KUBELET_SOCKET
+
+    async def run(self) -> None:
+        self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_sockets(self.plugin_dir, self.service.resource_name)
+        # Armed before the first server starts, so no restart can slip past.
+        with FolderWatch(self.plugin_dir) as watcher:
+            while True:
+                reason = await self._run_generation(watcher)
+                log.info("kubelet restart seen (%s): starting a new server and registering again", reason)
+
+    async def _run_generation(self, watcher: FolderWatch) -> str:
+        self.generation += 1
+        path = self.plugin_dir / fresh_socket_name(self.service.resource_name, self.generation)
+        server = PluginServer(self.service, path, self.interceptors)
+        registering: asyncio.Task[None] | None = None
+        try:
+            await server.start()
+            self.current_socket = path
+            registering = asyncio.create_task(self._register(path), name=f"register-{self.generation}")
+            return await self._next_restart(watcher, path)
+        finally:
+            if registering is not None:
+                registering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registering
+            self.current_socket = None
+            await asyncio.shield(server.stop(self.stop_grace))
+
+    async def _register(self, path: Path) -> None:
+        request = pb.RegisterRequest(
+            version=API_VERSION,
+            endpoint=path.name,
+            resource_name=self.service.resource_name,
+            options=self.service.options,
+        )
+        await register_until_accepted(
+            self.kubelet_socket, request, tracer=self.tracer, backoff=self.backoff
+        )
+        if self.on_registered is not None:
+            self.on_registered(path)
+
+    async def _next_restart(self, watcher: FolderWatch, ours: Path) -> str:
+        while True:
+            for change, changed in await watcher.next_changes():
+                if changed.name == KUBELET_SOCKET and change is not Change.deleted:
+                    return "kubelet.sock recreated"
+                if changed == ours and change is Change.deleted:
+                    return f"our socket {ours.name} was removed"

@@ -1,0 +1,1 @@
+"""Logging and tracing set-up. Configured once by the CLI, injected everywhere else."""

@@ -1,0 +1,83 @@
+"""OpenTelemetry tracing, configured by the standard OTEL_* environment variables.
+
+Nothing configured means the API's no-op tracer and no gRPC interceptor at all,
+so tracing costs nothing when it is off. Tracing is on when an OTLP endpoint is
+set (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER
+names an exporter; OTEL_SDK_DISABLED=true turns it off regardless.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from gpu_device_plugin import __version__
+
+TRACER_NAME = "gpu_device_plugin"
+
+
+@dataclass
+class Tracing:
+    provider: trace.TracerProvider
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...]
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.provider.get_tracer(TRACER_NAME, __version__)
+
+    def shutdown(self) -> None:
+        if isinstance(self.provider, TracerProvider):
+            self.provider.shutdown()
+
+
+def tracing_enabled(env: Mapping[str, str]) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").lower()
+    if exporter == "none":
+        return False
+    return bool(
+        exporter or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def _exporter(env: Mapping[str, str]) -> SpanExporter:
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
+        return ConsoleSpanExporter()
+    protocol = env.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    )
+    if protocol.startswith("http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+        return Http()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+    return Grpc()
+
+
+def noop_tracing() -> Tracing:
+    return Tracing(trace.NoOpTracerProvider(), ())
+
+
+def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
+    env = os.environ if env is None else env
+    if not tracing_enabled(env):
+        return noop_tracing()
+    # Our defaults first, then what OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME
+    # say merged over them: the standard variables win.
+    resource = Resource.create(
+        {"service.name": "gpu-device-plugin", "service.version": __version__}
+    ).merge(OTELResourceDetector().detect())
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return Tracing(provider, (aio_server_interceptor(tracer_provider=provider),))

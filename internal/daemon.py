@@ -36,7 +36,7 @@ async def run_root_tasks(
             loop.remove_signal_handler(signum)
         for task in running | {stopper}:
             task.cancel()
-        finished, stuck = await asyncio.wait(running | {stopper}, timeout=cancel_timeout)
+        _, stuck = await asyncio.wait(running | {stopper}, timeout=cancel_timeout)
         for task in stuck:
             log.error("task %s did not stop within %.1f s", task.get_name(), cancel_timeout)
     if stopper in done:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import yaml
-
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.cli.serve import serve
@@ -19,6 +18,7 @@ from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.client import PluginClient
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
+from gpu_device_plugin.server.sockets import our_sockets
 from gpu_device_plugin.telemetry.tracing import noop_tracing
 
 Echo = Callable[[str], None]
@@ -87,9 +87,9 @@ async def run_demo(count: int, *, echo: Echo) -> None:
                     _write_config(config_path, count, unhealthy=None)
                     update = await asyncio.wait_for(stream.read(), 5)
                     healthy = sum(d.health == "Healthy" for d in update.devices)
-                    echo(f"8. recovery: back to Healthy in the file -> {healthy}/{len(update.devices)} healthy")
+                    echo(f"8. recovery: Healthy again in the file -> {healthy}/{len(update.devices)} healthy")
                 stream.cancel()
             stop.set()
             await plugin
-            left = sorted(p.name for p in folder.glob("*.sock") if p.name != "kubelet.sock")
+            left = [p.name for p in our_sockets(folder, config.resource_name)]
             echo(f"9. plugin stopped; plugin sockets left behind: {left or 'none'}")

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import click
 import yaml
-
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import exitcodes
@@ -38,7 +37,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def env_option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option that also reads GPU_DP_<NAME> and shows it in --help."""
-    name = next(d for d in decls if d.startswith("--")).lstrip("-").replace("-", "_").upper()
+    # "--pass-device-specs/--no-pass-device-specs" reads GPU_DP_PASS_DEVICE_SPECS.
+    flag = next(d for d in decls if d.startswith("--")).split("/")[0]
+    name = flag.lstrip("-").replace("-", "_").upper()
     return click.option(*decls, envvar=ENV_PREFIX + name, show_envvar=True, show_default=True, **kwargs)
 
 

@@ -35,7 +35,10 @@ from pathlib import Path
 from . import images, pki
 from .build import Toolchain
 
-NODE_NAME = "e2e-node"
+#: The node's name is its address: the kubelet refuses a loopback --node-ip, but
+#: takes an IP given as the hostname override as the node's InternalIP. That is
+#: how the API server reaches the kubelet (logs, exec) on loopback only.
+NODE_NAME = "127.0.0.1"
 #: Addresses for Services. Nothing routes to them (no kube-proxy) and nothing
 #: here connects to them; the range is chosen outside the private ranges anyway.
 SERVICE_CIDR = "198.18.0.0/24"
@@ -378,7 +381,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f"--root-dir={self.kubelet_root}",
             f"--cert-dir={self.root / 'kubelet-pki'}",
             f"--hostname-override={self.node_name}",
-            "--node-ip=127.0.0.1",
             "--v=2",
         ]
         self.start_kubelet()
@@ -485,8 +487,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     # ----------------------------------------------------------------- teardown
 
     def _cgroup_dirs(self) -> Iterator[Path]:
-        """Every cgroup folder under our root, deepest first."""
-        for top in self._cgroups_made:
+        """Every cgroup folder under our root in every hierarchy (unified too), deepest first."""
+        if not self._cgroups_made:
+            return
+        name = self.cgroup_root.strip("/")
+        for hierarchy in sorted(CGROUP_MOUNT.iterdir()):
+            top = hierarchy / name
             if top.is_dir():
                 yield from sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
                 yield top

@@ -15,6 +15,7 @@ class DiscoveryBackend(Protocol):
     ConfigError when its own configuration is wrong.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def discover(self) -> Inventory: ...

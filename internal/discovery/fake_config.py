@@ -8,14 +8,21 @@ start: the kubelet checkpoints allocations by device id.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 # Fixed namespace so that derived UUIDs never change between releases.
 _FAKE_UUID_NAMESPACE = uuid.UUID("6f1d3c52-2b0e-4b59-9a53-0c2f4d7a8e11")
@@ -47,14 +54,17 @@ class FakeDevice(_Strict):
     @field_validator("uuid")
     @classmethod
     def _printable_id(cls, value: str | None) -> str | None:
-        if value is not None and not all(c.isalnum() or c in "-_." for c in value):
-            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        # ASCII only: str.isalnum() alone would let "GPU-é" through.
+        allowed = (c.isascii() and (c.isalnum() or c in "-_.") for c in value or "")
+        if not all(allowed):
+            raise ValueError("may hold only ASCII letters, digits, '-', '_' and '.'")
         return value
 
 
 class FakeConfig(_Strict):
     count: int | None = Field(default=None, ge=0, le=1024)
-    devices: tuple[FakeDevice, ...] | None = None
+    # validate_default: the shape check below must also run when `devices` is absent.
+    devices: tuple[FakeDevice, ...] | None = Field(default=None, validate_default=True)
     # Defaults for every device that does not say otherwise.
     model: str = DEFAULT_MODEL
     memory_mib: int = Field(default=DEFAULT_MEMORY_MIB, ge=0)
@@ -64,14 +74,23 @@ class FakeConfig(_Strict):
     cuda_version: str = "12.4"
     control_nodes: tuple[str, ...] = ()
 
-    @model_validator(mode="after")
-    def _one_shape(self) -> Self:
-        if (self.count is None) == (self.devices is None):
+    # A field validator rather than a model validator, so that the error is
+    # reported at `devices` (a model validator's errors name no field).
+    @field_validator("devices")
+    @classmethod
+    def _one_shape(
+        cls, devices: tuple[FakeDevice, ...] | None, info: ValidationInfo
+    ) -> tuple[FakeDevice, ...] | None:
+        if "count" not in info.data:
+            return devices  # `count` itself was invalid; that error is the one to report
+        if (info.data["count"] is None) == (devices is None):
             raise ValueError("give exactly one of 'count' or 'devices'")
-        if self.devices is not None:
-            _require_unique("uuid", [fake_id(d, i) for i, d in enumerate(self.devices)])
-            _require_unique("index", [_index(d, i) for i, d in enumerate(self.devices)])
-        return self
+        if devices is not None:
+            # Index first: devices without a uuid derive it from the index, so a
+            # repeated index would otherwise be reported as a repeated uuid.
+            _require_unique("index", [_index(d, i) for i, d in enumerate(devices)])
+            _require_unique("uuid", [fake_id(d, i) for i, d in enumerate(devices)])
+        return devices
 
 
 def _index(device: FakeDevice, position: int) -> int:
@@ -83,8 +102,8 @@ def fake_id(device: FakeDevice, position: int) -> str:
 
 
 def _require_unique(what: str, values: list[str] | list[int]) -> None:
-    seen: set[object] = set()
-    dupes = sorted({str(v) for v in values if v in seen or seen.add(v)})
+    counts = Counter[object](values)
+    dupes = sorted(str(v) for v, n in counts.items() if n > 1)
     if dupes:
         raise ValueError(f"devices share {what} {', '.join(dupes)}")
 
@@ -97,6 +116,11 @@ def _capability(text: str) -> tuple[int, int]:
 def to_inventory(config: FakeConfig) -> Inventory:
     specs = config.devices if config.devices is not None else (FakeDevice(),) * (config.count or 0)
     total = len(specs)
+
+    def spread_numa(position: int) -> int:
+        # Devices that do not name a NUMA node fill the nodes evenly, in order.
+        return position * config.numa_nodes // max(total, 1)
+
     devices = []
     for position, spec in enumerate(specs):
         index = _index(spec, position)
@@ -110,8 +134,7 @@ def to_inventory(config: FakeConfig) -> Inventory:
                 memory_mib=config.memory_mib if spec.memory_mib is None else spec.memory_mib,
                 minor=index if spec.minor is None else spec.minor,
                 pci_bus_id=spec.pci_bus_id or f"0000:{0x10 + index:02x}:00.0",
-                # Spread devices evenly over the NUMA nodes, in index order.
-                numa_node=spec.numa if spec.numa is not None else position * config.numa_nodes // max(total, 1),
+                numa_node=spec.numa if spec.numa is not None else spread_numa(position),
                 compute_capability=_capability(spec.compute_capability or config.compute_capability),
                 health=Health(spec.health),
                 health_reason="" if spec.health == "Healthy" else "marked Unhealthy in the fake config",

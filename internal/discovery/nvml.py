@@ -140,6 +140,7 @@ class NvmlBackend:
         )
 
     def _numa_node(self, lib: NvmlLibrary, handle: Any, bus_id: str | None) -> int | None:
+        node: int | None
         try:
             node = lib.nvmlDeviceGetNumaNodeId(handle)
         except (lib.NVMLError, AttributeError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from gpu_device_plugin.discovery.fake import FakeBackend
 from gpu_device_plugin.errors import ConfigError

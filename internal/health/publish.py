@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from opentelemetry import trace
-
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.server.sockets import answers, our_sockets
@@ -55,9 +54,7 @@ class PluginClient:
             raise ConnectionError("ListAndWatch ended before sending a device list")
         return PluginView(options, list(first.devices))
 
-    async def preferred(
-        self, available: Sequence[str], must_include: Sequence[str], size: int
-    ) -> list[str]:
+    async def preferred(self, available: Sequence[str], must_include: Sequence[str], size: int) -> list[str]:
         response = await self._stub.GetPreferredAllocation(
             pb.PreferredAllocationRequest(
                 container_requests=[
@@ -73,7 +70,7 @@ class PluginClient:
         return list(response.container_responses[0].deviceIDs)
 
     async def allocate(self, ids: Sequence[str]) -> pb.ContainerAllocateResponse:
-        response = await self._stub.Allocate(
+        response: pb.AllocateResponse = await self._stub.Allocate(
             pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)]),
             timeout=self._timeout,
         )

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from opentelemetry import trace
-
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,7 @@ class Backoff:
             delay = min(delay * self.factor, self.cap)
 
 
-async def register_once(
-    kubelet_socket: Path, request: pb.RegisterRequest, *, timeout: float
-) -> None:
+async def register_once(kubelet_socket: Path, request: pb.RegisterRequest, *, timeout: float) -> None:
     async with grpc.aio.insecure_channel(f"unix://{kubelet_socket}") as channel:
         await pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
 

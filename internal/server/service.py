@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import grpc
-from opentelemetry import trace
-
 from gpu_device_plugin.allocator import (
     AllocateOptions,
     PreferredPolicy,
@@ -27,6 +26,7 @@ from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
 from gpu_device_plugin.server.status import status_code
+from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         request: pb.PreferredAllocationRequest,
         context: grpc.aio.ServicerContext[pb.PreferredAllocationRequest, pb.PreferredAllocationResponse],
     ) -> pb.PreferredAllocationResponse:
-        if self.preferred_policy is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "preferred allocation is not offered")
+        policy = self.preferred_policy
+        if policy is None:
+            not_offered = RequestError("preferred allocation is not offered")
+            await self._refuse(context, "GetPreferredAllocation", not_offered)
         inventory = self.cell.value
         response = pb.PreferredAllocationResponse()
         try:
@@ -92,7 +94,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                     list(req.available_deviceIDs),
                     list(req.must_include_deviceIDs),
                     req.allocation_size,
-                    self.preferred_policy,  # type: ignore[arg-type]  # checked above
+                    policy,
                 )
                 response.container_responses.add(deviceIDs=chosen)
         except RequestError as err:
@@ -117,9 +119,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             await self._refuse(
                 context, "Allocate", RequestError("container_requests: the request names no container")
             )
-        return pb.AllocateResponse(
-            container_responses=[container_allocate_response(a) for a in allocations]
-        )
+        return pb.AllocateResponse(container_responses=[container_allocate_response(a) for a in allocations])
 
     async def PreStartContainer(
         self,
@@ -129,9 +129,12 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         # Not requested in the options; answering keeps a stray call harmless.
         return pb.PreStartContainerResponse()
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, rpc: str, err: RequestError) -> None:  # type: ignore[type-arg]
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], rpc: str, err: RequestError
+    ) -> NoReturn:
         code = status_code(err)
         log.info("%s refused (%s): %s", rpc, code.name, err)
         span = trace.get_current_span()
         span.set_attribute("gpu.refused_ids", list(err.ids))
         await context.abort(code, str(err))
+        raise AssertionError("context.abort always raises")

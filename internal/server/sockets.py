@@ -58,6 +58,9 @@ def remove_stale_sockets(plugin_dir: Path, resource_name: str) -> list[Path]:
                 path.unlink()
             removed.append(path)
     if removed:
-        log.info("removed %d stale socket(s) of an earlier run: %s", len(removed),
-                 ", ".join(p.name for p in removed))
+        log.info(
+            "removed %d stale socket(s) of an earlier run: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
     return removed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-
 from gpu_device_plugin.errors import DeviceUnavailableError, PluginError, RequestError
 
 

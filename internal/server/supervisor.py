@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from opentelemetry import trace
-from watchfiles import Change
-
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.registration import API_VERSION, Backoff, register_until_accepted
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
+from opentelemetry import trace
+from watchfiles import Change
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class PluginSupervisor:
@@ -35,7 +35,7 @@ class PluginSupervisor:
     plugin_dir: Path
     tracer: trace.Tracer
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-    backoff: Backoff = Backoff()
+    backoff: Backoff = field(default_factory=Backoff)
     # Streams get this long to finish when a server stops.
     stop_grace: float = 0.5
     # Called with each generation's socket path once registered (tests, demo).
@@ -81,9 +81,7 @@ class PluginSupervisor:
             resource_name=self.service.resource_name,
             options=self.service.options,
         )
-        await register_until_accepted(
-            self.kubelet_socket, request, tracer=self.tracer, backoff=self.backoff
-        )
+        await register_until_accepted(self.kubelet_socket, request, tracer=self.tracer, backoff=self.backoff)
         if self.on_registered is not None:
             self.on_registered(path)
 

@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
+from gpu_device_plugin import __version__
 from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-
-from gpu_device_plugin import __version__
 
 TRACER_NAME = "gpu_device_plugin"
 
@@ -51,9 +50,7 @@ def tracing_enabled(env: Mapping[str, str]) -> bool:
 def _exporter(env: Mapping[str, str]) -> SpanExporter:
     if env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
         return ConsoleSpanExporter()
-    protocol = env.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    )
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"))
     if protocol.startswith("http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
@@ -73,11 +70,12 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
         return noop_tracing()
     # Our defaults first, then what OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME
     # say merged over them: the standard variables win.
-    resource = Resource.create(
-        {"service.name": "gpu-device-plugin", "service.version": __version__}
-    ).merge(OTELResourceDetector().detect())
+    resource = Resource.create({"service.name": "gpu-device-plugin", "service.version": __version__}).merge(
+        OTELResourceDetector().detect()
+    )
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return Tracing(provider, (aio_server_interceptor(tracer_provider=provider),))
+    interceptor = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    return Tracing(provider, (interceptor,))

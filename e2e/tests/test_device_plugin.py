@@ -1,0 +1,160 @@
+"""What issue 3 asks of the plugin on a real kubelet: advertise, allocate, follow health, survive restarts.
+
+Each test starts from `healthy_plugin`: the plugin running with all eight fake
+devices healthy and the node's allocatable back at 8. Pods are deleted (and
+waited for) after each test, so no test sees another's devices in use.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import support
+from conftest import PLUGIN_START_SLO_S, ClusterUnderTest, Pods, PluginUnderTest
+from support import RESOURCE
+
+
+def _assert_devices(devices: list[str], expected: int, plugin: PluginUnderTest) -> None:
+    assert len(devices) == expected, f"expected {expected} devices, got {devices}"
+    assert len(set(devices)) == expected, f"a device appears twice: {devices}"
+    if plugin.uuids:
+        assert set(devices) <= set(plugin.uuids), f"{devices} not among advertised {plugin.uuids}"
+
+
+def test_capacity_and_allocatable_within_10s_of_start(
+    cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest
+) -> None:
+    node = cluster.core.read_node(cluster.node_name)
+    assert support.node_resource(node, "capacity") == 8
+    assert support.node_resource(node, "allocatable") == 8
+    if healthy_plugin.seconds_to_allocatable is not None:
+        assert healthy_plugin.seconds_to_allocatable <= PLUGIN_START_SLO_S, (
+            f"allocatable reached 8 only {healthy_plugin.seconds_to_allocatable:.1f} s after the plugin started"
+        )
+
+
+def test_plugin_advertises_the_configured_devices(healthy_plugin: PluginUnderTest) -> None:
+    """`discover --json` on the same config lists exactly the UUIDs the pods may see."""
+    if healthy_plugin.process is None:
+        pytest.skip("the deployed plugin's configuration is not known here")
+    import json
+    import subprocess
+
+    result = subprocess.run(
+        [str(healthy_plugin.process.binary), "discover", "--json", "--discovery", "fake",
+         "--fake-config", str(healthy_plugin.config)],
+        capture_output=True, text=True, env=support.plugin_env(), timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    devices = listed["devices"] if isinstance(listed, dict) else listed
+    assert sorted(d["uuid"] for d in devices) == sorted(healthy_plugin.uuids)
+
+
+def test_pod_gets_two_distinct_advertised_devices(pods: Pods, healthy_plugin: PluginUnderTest) -> None:
+    name = pods.create("two", gpus=2)
+    pods.running(name)
+    _assert_devices(pods.devices(name), 2, healthy_plugin)
+
+
+def test_eight_gpu_pod_waits_for_the_first_to_be_deleted(
+    core: support.client.CoreV1Api, namespace: str, pods: Pods, healthy_plugin: PluginUnderTest
+) -> None:
+    first = pods.create("first", gpus=2)
+    pods.running(first)
+    big = pods.create("eight", gpus=8)
+    pending = support.wait_pod(
+        core, namespace, big, lambda pod: support.unschedulable_reason(pod) is not None,
+        timeout=30, what="unschedulable",
+    )  # fmt: skip
+    reason = support.unschedulable_reason(pending)
+    assert f"Insufficient {RESOURCE}" in (reason or ""), reason
+    assert core.read_namespaced_pod(big, namespace).status.phase == "Pending"
+    pods.delete(first)
+    pods.running(big, timeout=90)
+    _assert_devices(pods.devices(big), 8, healthy_plugin)
+
+
+def test_eight_one_gpu_pods_never_share(pods: Pods, healthy_plugin: PluginUnderTest) -> None:
+    names = [pods.create(f"one-{i}", gpus=1) for i in range(8)]
+    seen: dict[str, str] = {}
+    for name in names:
+        pods.running(name, timeout=90)
+        (device,) = pods.devices(name)
+        assert device not in seen, f"{name} got {device}, already given to {seen.get(device)}"
+        seen[device] = name
+    if healthy_plugin.uuids:
+        assert set(seen) == set(healthy_plugin.uuids)
+
+
+def test_unhealthy_device_drops_allocatable_and_recovers(
+    cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest
+) -> None:
+    cluster.require_host_control()
+    victim = healthy_plugin.uuids[3]
+    healthy_plugin.set_health(victim, healthy=False)
+    node = support.wait_node_resource(cluster.core, cluster.node_name, 7, timeout=5)
+    assert support.node_resource(node, "capacity") == 8, "an unhealthy device still counts in capacity"
+    healthy_plugin.set_health(victim, healthy=True)
+    support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=5)
+
+
+def _survives(cluster: ClusterUnderTest, pods: Pods, plugin: PluginUnderTest, disrupt: str) -> None:
+    local = cluster.require_host_control()
+    before = pods.create("before", gpus=2)
+    running = pods.running(before)
+    held = pods.devices(before)
+    container_id = running.status.container_statuses[0].container_id
+
+    if disrupt == "kubelet":
+        local.restart_kubelet()
+        restarted_at = time.monotonic()
+    else:
+        assert plugin.process is not None
+        plugin.process.kill()
+        plugin.process.start()
+        restarted_at = plugin.process.started_at
+
+    support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=10 + 1)
+    assert time.monotonic() - restarted_at <= 10 + 1
+    # Capacity counts the devices in use; allocatable too (it is per node, not free).
+    still = pods.running(before, timeout=5)
+    status = still.status.container_statuses[0]
+    assert status.container_id == container_id and status.restart_count == 0, status
+    after = pods.create("after", gpus=2)
+    pods.running(after)
+    devices = pods.devices(after)
+    _assert_devices(devices, 2, plugin)
+    assert not set(devices) & set(held), f"new pod got {devices}, still held by the old pod: {held}"
+
+
+def test_kubelet_restart(cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest) -> None:
+    _survives(cluster, pods, healthy_plugin, "kubelet")
+
+
+def test_plugin_sigkill_and_restart(cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest) -> None:
+    _survives(cluster, pods, healthy_plugin, "plugin")
+
+
+@pytest.mark.parametrize(
+    ("config_text", "field"),
+    [
+        pytest.param("devices:\n  - uuid: GPU-bad\n    health: Sick\n", "health", id="bad-health"),
+        pytest.param("count: many\n", "count", id="count-not-a-number"),
+    ],
+)
+def test_bad_config_exits_2_and_node_keeps_resources(
+    cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest, tmp_path: Path, config_text: str, field: str
+) -> None:
+    local = cluster.require_host_control()
+    assert healthy_plugin.process is not None
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(config_text)
+    before = cluster.core.read_node(cluster.node_name).status.allocatable
+    code, output = support.run_plugin_once(healthy_plugin.process.binary, broken, local.device_plugin_dir)
+    assert code == 2, f"exit {code}, output:\n{output}"
+    assert field in output, f"the message does not name '{field}':\n{output}"
+    after = cluster.core.read_node(cluster.node_name).status.allocatable
+    assert after == before, f"node resources changed: {before} -> {after}"

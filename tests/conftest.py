@@ -1,0 +1,87 @@
+"""Shared fixtures: a fake-GPU config file, a test kubelet, the plugin in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from gpu_device_plugin.cli.serve import serve
+from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
+from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.telemetry.tracing import noop_tracing
+from support.kubelet import KubeletSim
+
+FakeFile = Callable[..., None]
+
+
+def write_fake_config(path: Path, count: int = 8, unhealthy: tuple[int, ...] = ()) -> None:
+    devices = [
+        {"uuid": fake_uuid(i), "numa": i * 2 // count, "health": "Unhealthy" if i in unhealthy else "Healthy"}
+        for i in range(count)
+    ]
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(yaml.safe_dump({"devices": devices}))
+    scratch.replace(path)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be long.
+    folder = Path(f"/tmp/gdp-{tmp_path.name[-20:]}-{id(tmp_path) % 10_000}")
+    folder.mkdir()
+    yield folder
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+
+
+@pytest.fixture
+def fake_config(tmp_path: Path) -> Path:
+    path = tmp_path / "conf" / "gpus.yaml"
+    path.parent.mkdir()
+    write_fake_config(path)
+    return path
+
+
+@pytest.fixture
+async def kubelet(plugin_dir: Path) -> AsyncIterator[KubeletSim]:
+    sim = KubeletSim(plugin_dir)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+class RunningPlugin:
+    def __init__(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        self.task = task
+        self.stop = stop
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 5)
+
+
+@pytest.fixture
+async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningPlugin]]:
+    running: list[RunningPlugin] = []
+
+    def start(config_file: Path, **overrides: object) -> RunningPlugin:
+        config = ServeConfig(
+            discovery=DiscoveryConfig(kind=DiscoveryKind.FAKE, fake_config=config_file),
+            device_plugin_dir=plugin_dir,
+            **overrides,  # type: ignore[arg-type]
+        )
+        stop = asyncio.Event()
+        plugin = RunningPlugin(asyncio.create_task(serve(config, noop_tracing(), stop)), stop)
+        running.append(plugin)
+        return plugin
+
+    yield start
+    for plugin in running:
+        if not plugin.task.done():
+            with contextlib.suppress(Exception):
+                await plugin.shutdown()

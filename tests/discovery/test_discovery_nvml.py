@@ -1,0 +1,289 @@
+"""The NVML backend against a fake NVML: every field, every failure a user would see."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fake_nvml import FakeGpu, FakeNvml, NVMLError
+from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
+from gpu_device_plugin.errors import DiscoveryError
+from gpu_device_plugin.inventory import Health
+
+UUID_0 = "GPU-11111111-2222-3333-4444-555555555555"
+UUID_1 = "GPU-66666666-7777-8888-9999-aaaaaaaaaaaa"
+NVML_LOG = "gpu_device_plugin.discovery.nvml"
+
+
+@pytest.fixture
+def dev_root(tmp_path: Path) -> Path:
+    root = tmp_path / "dev"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def sysfs_root(tmp_path: Path) -> Path:
+    root = tmp_path / "sys"
+    root.mkdir()
+    return root
+
+
+def backend(lib: FakeNvml, dev_root: Path, sysfs_root: Path) -> NvmlBackend:
+    return NvmlBackend(NvmlSession(lib), dev_root=dev_root, sysfs_root=sysfs_root)
+
+
+def two_gpus() -> list[FakeGpu]:
+    return [
+        FakeGpu(uuid=UUID_0, minor=0, bus_id="00000000:17:00.0", numa_node=0),
+        FakeGpu(
+            uuid=UUID_1,
+            name="NVIDIA A100-SXM4-40GB",
+            minor=3,
+            memory_bytes=40960 * 1024 * 1024,
+            bus_id="00000000:B1:00.0",
+            numa_node=1,
+            compute_capability=(8, 0),
+        ),
+    ]
+
+
+def test_every_field_is_discovered(dev_root: Path, sysfs_root: Path) -> None:
+    inventory = backend(FakeNvml(gpus=two_gpus()), dev_root, sysfs_root).discover()
+
+    assert inventory.backend == "nvml"
+    assert inventory.driver_version == "550.54.15"
+    assert inventory.cuda_version == "12.4"
+    first, second = inventory.devices
+    assert (first.index, first.id, first.uuid) == (0, UUID_0, UUID_0)
+    assert first.model == "NVIDIA H100 80GB HBM3"
+    assert first.memory_mib == 81559
+    assert first.minor == 0
+    assert first.device_nodes == (str(dev_root / "nvidia0"),)
+    assert first.pci_bus_id == "0000:17:00.0"
+    assert first.numa_node == 0
+    assert first.compute_capability == (9, 0)
+    assert first.health is Health.HEALTHY
+    assert (second.index, second.id) == (1, UUID_1)
+    assert second.model == "NVIDIA A100-SXM4-40GB"
+    assert second.memory_mib == 40960
+    assert second.minor == 3
+    assert second.device_nodes == (str(dev_root / "nvidia3"),)
+    # sysfs names PCI devices with a 4-digit domain, in lower case.
+    assert second.pci_bus_id == "0000:b1:00.0"
+    assert second.numa_node == 1
+    assert second.compute_capability == (8, 0)
+
+
+@pytest.mark.parametrize(
+    ("encoded", "shown"),
+    [
+        pytest.param(12040, "12.4", id="12.4"),
+        pytest.param(12000, "12.0", id="12.0"),
+        pytest.param(11080, "11.8", id="11.8"),
+        pytest.param(12090, "12.9", id="12.9"),
+    ],
+)
+def test_cuda_version_is_decoded(encoded: int, shown: str, dev_root: Path, sysfs_root: Path) -> None:
+    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)], cuda_driver_version=encoded)
+    assert backend(lib, dev_root, sysfs_root).discover().cuda_version == shown
+
+
+def test_old_bindings_returning_bytes_are_decoded(dev_root: Path, sysfs_root: Path) -> None:
+    gpu = FakeGpu(uuid=UUID_0.encode(), name=b"Tesla V100", bus_id=b"00000000:3B:00.0")
+    lib = FakeNvml(gpus=[gpu], driver_version=b"470.82.01")
+
+    inventory = backend(lib, dev_root, sysfs_root).discover()
+
+    (device,) = inventory.devices
+    assert (device.id, device.model, device.pci_bus_id) == (UUID_0, "Tesla V100", "0000:3b:00.0")
+    assert inventory.driver_version == "470.82.01"
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        pytest.param((), (), id="none-present"),
+        pytest.param(("nvidiactl",), ("nvidiactl",), id="only-nvidiactl"),
+        pytest.param(
+            ("nvidia-modeset", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"),
+            ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset"),
+            id="all-present-in-fixed-order",
+        ),
+        pytest.param(("nvidia-uvm", "nvidia-caps"), ("nvidia-uvm",), id="unrelated-nodes-ignored"),
+    ],
+)
+def test_control_nodes_are_only_those_present(
+    present: tuple[str, ...], expected: tuple[str, ...], dev_root: Path, sysfs_root: Path
+) -> None:
+    for name in present:
+        (dev_root / name).touch()
+
+    inventory = backend(FakeNvml(gpus=[FakeGpu(uuid=UUID_0)]), dev_root, sysfs_root).discover()
+
+    assert inventory.control_nodes == tuple(str(dev_root / name) for name in expected)
+
+
+@pytest.mark.parametrize(
+    ("nvml_numa", "expected"),
+    [
+        pytest.param(0, 0, id="node-0"),
+        pytest.param(3, 3, id="node-3"),
+        pytest.param(-1, None, id="minus-one-means-unknown"),
+    ],
+)
+def test_numa_node_from_nvml(
+    nvml_numa: int, expected: int | None, dev_root: Path, sysfs_root: Path
+) -> None:
+    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=nvml_numa)])
+    assert backend(lib, dev_root, sysfs_root).discover().devices[0].numa_node == expected
+
+
+@pytest.mark.parametrize(
+    ("sysfs_text", "expected"),
+    [
+        pytest.param("1\n", 1, id="sysfs-node-1"),
+        pytest.param("-1\n", None, id="sysfs-minus-one"),
+        pytest.param("garbage\n", None, id="sysfs-unreadable-number"),
+        pytest.param(None, None, id="sysfs-file-missing"),
+    ],
+)
+@pytest.mark.parametrize(
+    "lib_kind",
+    [
+        pytest.param("old-bindings", id="call-missing"),
+        pytest.param("call-fails", id="call-fails"),
+    ],
+)
+def test_numa_node_falls_back_to_sysfs(
+    lib_kind: str, sysfs_text: str | None, expected: int | None, dev_root: Path, sysfs_root: Path
+) -> None:
+    if sysfs_text is not None:
+        device_dir = sysfs_root / "bus/pci/devices/0000:17:00.0"
+        device_dir.mkdir(parents=True)
+        (device_dir / "numa_node").write_text(sysfs_text)
+    if lib_kind == "old-bindings":
+        lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=7)], has_numa_call=False)
+    else:
+        failing = frozenset({"nvmlDeviceGetNumaNodeId"})
+        lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=7, failing=failing)])
+
+    (device,) = backend(lib, dev_root, sysfs_root).discover().devices
+
+    assert device.numa_node == expected
+
+
+def test_init_failure_is_one_clear_discovery_error(dev_root: Path, sysfs_root: Path) -> None:
+    lib = FakeNvml(init_error=NVMLError("NVML Shared Library Not Found"))
+
+    with pytest.raises(DiscoveryError) as caught:
+        backend(lib, dev_root, sysfs_root).discover()
+
+    message = str(caught.value)
+    assert message == "NVML could not be initialised: NVML Shared Library Not Found"
+    assert "\n" not in message
+
+
+def test_init_failure_from_a_missing_library_is_a_discovery_error(
+    dev_root: Path, sysfs_root: Path
+) -> None:
+    # pynvml raises plain OSError-like errors when libnvidia-ml.so cannot be loaded.
+    lib = FakeNvml(init_error=OSError("libnvidia-ml.so.1: cannot open shared object file"))
+
+    with pytest.raises(DiscoveryError, match=r"^NVML could not be initialised: libnvidia-ml"):
+        backend(lib, dev_root, sysfs_root).discover()
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["nvmlDeviceGetCount", "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion"],
+)
+def test_system_call_failure_is_a_discovery_error(
+    call: str, dev_root: Path, sysfs_root: Path
+) -> None:
+    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)], failing=frozenset({call}))
+
+    with pytest.raises(DiscoveryError, match=rf"NVML could not list devices: {call}"):
+        backend(lib, dev_root, sysfs_root).discover()
+
+
+@pytest.mark.parametrize("call", ["nvmlDeviceGetHandleByIndex", "nvmlDeviceGetUUID"])
+def test_gpu_that_cannot_be_identified_names_its_index(
+    call: str, dev_root: Path, sysfs_root: Path
+) -> None:
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({call}))]
+
+    with pytest.raises(DiscoveryError, match=r"^GPU 1: NVML cannot identify it"):
+        backend(FakeNvml(gpus=gpus), dev_root, sysfs_root).discover()
+
+
+@pytest.mark.parametrize(
+    ("call", "what", "attribute", "fallback"),
+    [
+        pytest.param("nvmlDeviceGetName", "name", "model", "unknown", id="name"),
+        pytest.param("nvmlDeviceGetMemoryInfo", "memory", "memory_mib", 0, id="memory"),
+        pytest.param("nvmlDeviceGetMinorNumber", "minor number", "minor", None, id="minor"),
+        pytest.param("nvmlDeviceGetMinorNumber", "minor number", "device_nodes", (), id="no-node"),
+        pytest.param("nvmlDeviceGetPciInfo", "PCI info", "pci_bus_id", None, id="pci"),
+        pytest.param(
+            "nvmlDeviceGetCudaComputeCapability",
+            "compute capability",
+            "compute_capability",
+            None,
+            id="compute-capability",
+        ),
+    ],
+)
+def test_optional_attribute_failure_keeps_the_device_and_warns(
+    call: str,
+    what: str,
+    attribute: str,
+    fallback: object,
+    dev_root: Path,
+    sysfs_root: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({call}))]
+    caplog.set_level(logging.WARNING, logger=NVML_LOG)
+
+    inventory = backend(FakeNvml(gpus=gpus), dev_root, sysfs_root).discover()
+
+    assert [d.id for d in inventory.devices] == [UUID_0, UUID_1]
+    assert getattr(inventory.devices[1], attribute) == fallback
+    assert getattr(inventory.devices[0], attribute) != fallback
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"GPU 1: cannot read {what}: ")
+    assert call in warnings[0]
+
+
+def test_session_initialises_once_and_shuts_down_once(dev_root: Path, sysfs_root: Path) -> None:
+    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)])
+    session = NvmlSession(lib)
+    nvml = NvmlBackend(session, dev_root=dev_root, sysfs_root=sysfs_root)
+
+    nvml.discover()
+    nvml.discover()
+    session.close()
+    session.close()
+
+    assert (lib.init_calls, lib.shutdown_calls) == (1, 1)
+
+
+def test_discovery_is_the_same_on_every_call(dev_root: Path, sysfs_root: Path) -> None:
+    nvml = backend(FakeNvml(gpus=two_gpus()), dev_root, sysfs_root)
+    assert nvml.discover() == nvml.discover()
+
+
+def test_devices_are_ordered_by_index(dev_root: Path, sysfs_root: Path) -> None:
+    gpus = [FakeGpu(uuid=f"GPU-{n}", minor=n) for n in range(4)]
+    inventory = backend(FakeNvml(gpus=gpus), dev_root, sysfs_root).discover()
+    assert [d.index for d in inventory.devices] == [0, 1, 2, 3]
+    assert [d.id for d in inventory.devices] == ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]
+
+
+def test_no_gpus_is_an_empty_inventory(dev_root: Path, sysfs_root: Path) -> None:
+    inventory = backend(FakeNvml(gpus=[]), dev_root, sysfs_root).discover()
+    assert inventory.devices == ()
+    assert inventory.driver_version == "550.54.15"

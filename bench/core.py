@@ -39,8 +39,12 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     def pick(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 4)
 
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": round(ordered[-1] * 1e3, 4),
-            "n": len(ordered)}
+    return {
+        "p50_ms": pick(0.50),
+        "p99_ms": pick(0.99),
+        "max_ms": round(ordered[-1] * 1e3, 4),
+        "n": len(ordered),
+    }
 
 
 def allocate_request(ids: list[str]) -> pb.AllocateRequest:
@@ -90,9 +94,18 @@ async def start_to_registered(folder: Path, config: Path) -> tuple[float, asynci
     async with StandinKubelet(folder) as kubelet:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gpu_device_plugin.cli", "serve", "--discovery", "fake",
-            "--fake-config", str(config), "--device-plugin-dir", str(folder),
-            "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "gpu_device_plugin.cli",
+            "serve",
+            "--discovery",
+            "fake",
+            "--fake-config",
+            str(config),
+            "--device-plugin-dir",
+            str(folder),
+            "--log-level",
+            "WARNING",
             env={**os.environ, "OTEL_SDK_DISABLED": "true"},
         )
         request = await asyncio.wait_for(kubelet.requests.get(), 30)
@@ -108,20 +121,31 @@ class _Bare(pb_grpc.DevicePluginServicer):
         return self.response
 
 
-async def bare_grpc_baseline(folder: Path, ids: list[str], calls: int) -> dict[str, Any]:
-    """The floor: a grpcio aio server with a constant answer, in this process."""
+async def serve_bare(socket: Path) -> None:
     server = grpc.aio.server()
     pb_grpc.add_DevicePluginServicer_to_server(_Bare(), server)
-    socket = folder / "bare.sock"
     server.add_insecure_port(f"unix://{socket}")
     await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+async def bare_grpc_baseline(folder: Path, ids: list[str], calls: int) -> dict[str, Any]:
+    """The floor: a grpcio aio server with a constant answer, in its own process like the plugin."""
+    socket = folder / "bare.sock"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--bare-server", str(socket), stdout=asyncio.subprocess.PIPE
+    )
     try:
+        assert process.stdout is not None
+        await asyncio.wait_for(process.stdout.readline(), 30)
         return {
             "allocate_1_sequential": await time_allocate(socket, ids[:1], calls=calls, clients=1),
             "allocate_8_sequential": await time_allocate(socket, ids, calls=calls, clients=1),
         }
     finally:
-        await server.stop(None)
+        process.terminate()
+        await process.wait()
 
 
 async def run(quick: bool) -> dict[str, Any]:
@@ -163,8 +187,11 @@ async def run(quick: bool) -> dict[str, Any]:
             await process.wait()
         result["baseline_bare_grpcio"] = await bare_grpc_baseline(folder, ids, calls)
     result["targets"] = {"start_to_registered_s": 1.0, "allocate_p99_sequential_ms": 1.0, "peak_rss_mib": 60}
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "grpcio": grpc.__version__}
+    result["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "grpcio": grpc.__version__,
+    }
     return result
 
 
@@ -172,7 +199,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    parser.add_argument("--bare-server", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_server:
+        asyncio.run(serve_bare(args.bare_server))
+        return
     result = asyncio.run(run(args.quick))
     text = json.dumps(result, indent=2)
     print(text)

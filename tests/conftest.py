@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
-from gpu_device_plugin.telemetry.tracing import noop_tracing
+from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
 from support.kubelet import KubeletSim
 
 FakeFile = Callable[..., None]
@@ -69,14 +70,15 @@ class RunningPlugin:
 async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningPlugin]]:
     running: list[RunningPlugin] = []
 
-    def start(config_file: Path, **overrides: object) -> RunningPlugin:
+    def start(config_file: Path, tracing: Tracing | None = None, **overrides: object) -> RunningPlugin:
         config = ServeConfig(
             discovery=DiscoveryConfig(kind=DiscoveryKind.FAKE, fake_config=config_file),
             device_plugin_dir=plugin_dir,
             **overrides,  # type: ignore[arg-type]
         )
         stop = asyncio.Event()
-        plugin = RunningPlugin(asyncio.create_task(serve(config, noop_tracing(), stop)), stop)
+        task = asyncio.create_task(serve(config, tracing or noop_tracing(), stop))
+        plugin = RunningPlugin(task, stop)
         running.append(plugin)
         return plugin
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import yaml
+
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.cli.serve import serve

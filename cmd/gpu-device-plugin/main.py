@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 import yaml
+
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import exitcodes
@@ -52,7 +53,13 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: Path |
         raise click.BadParameter(f"cannot load {value}: {err}") from err
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value} must be a mapping of flag names to values")
-    ctx.default_map = {str(k).replace("-", "_"): v for k, v in data.items()}
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    # A misspelt key would otherwise be ignored without a word.
+    known = {p.name for p in ctx.command.params if p.expose_value}
+    unknown = sorted(k.replace("_", "-") for k in values if k not in known)
+    if unknown:
+        raise click.BadParameter(f"{value}: unknown keys {', '.join(unknown)}")
+    ctx.default_map = values
     return value
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import grpc
+
 from gpu_device_plugin.server.client import PluginClient, find_plugin_socket
 
 

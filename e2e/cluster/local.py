@@ -118,6 +118,7 @@ class LocalCluster:
         self._start_kubelet()
         self._start_scheduler()
         self.wait_node_ready(timeout=90)
+        self._untaint_not_ready()
         _log(f"cluster up in {time.monotonic() - started:.1f} s (kubeconfig {self.kubeconfig})")
 
     def close(self) -> None:
@@ -163,6 +164,28 @@ class LocalCluster:
         """GET a path of the API server as the cluster admin (stdlib only)."""
         with urllib.request.urlopen(self.server + path, context=self._admin_tls(), timeout=10) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def api_patch(self, path: str, patch: dict[str, object]) -> dict[str, object]:
+        request = urllib.request.Request(
+            self.server + path,
+            data=json.dumps(patch).encode(),
+            method="PATCH",
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        with urllib.request.urlopen(request, context=self._admin_tls(), timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def _untaint_not_ready(self) -> None:
+        """Do the node lifecycle controller's one job here: drop the kubelet's not-ready taint.
+
+        The kubelet registers the node with it; there is no controller manager
+        to remove it once the node is Ready.
+        """
+        node = self.api_get(f"/api/v1/nodes/{self.node_name}")
+        taints = node.get("spec", {}).get("taints") or []  # type: ignore[union-attr]
+        kept = [t for t in taints if t.get("key") != "node.kubernetes.io/not-ready"]
+        if kept != taints:
+            self.api_patch(f"/api/v1/nodes/{self.node_name}", {"spec": {"taints": kept or None}})
 
     def node_ready(self) -> bool:
         try:

@@ -44,6 +44,9 @@ def preferred_allocation(
     size: int,
     policy: PreferredPolicy = in_order_policy,
 ) -> list[str]:
+    # First, so that a size of 0 or less is not reported as "smaller than must_include".
+    if size < 1:
+        raise RequestError(f"allocation_size must be at least 1, got {size}")
     check_allocatable(inventory, available, what="available_deviceIDs")
     check_allocatable(inventory, must_include, what="must_include_deviceIDs")
     outside = [i for i in must_include if i not in set(available)]
@@ -63,6 +66,4 @@ def preferred_allocation(
             f"({len(available)}: {quote_ids(available)})",
             available,
         )
-    if size < 1:
-        raise RequestError(f"allocation_size must be at least 1, got {size}")
     return policy(inventory, available, must_include, size)

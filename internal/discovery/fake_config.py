@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +21,9 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
 
 # Fixed namespace so that derived UUIDs never change between releases.
 _FAKE_UUID_NAMESPACE = uuid.UUID("6f1d3c52-2b0e-4b59-9a53-0c2f4d7a8e11")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from opentelemetry import trace
+
+from gpu_device_plugin.inventory import Inventory, SnapshotCell
 
 log = logging.getLogger(__name__)
 

@@ -2,5 +2,6 @@
 
 from gpu_device_plugin.inventory.cell import SnapshotCell
 from gpu_device_plugin.inventory.model import Device, Health, Inventory
+from gpu_device_plugin.inventory.topology import Link, PciePath, Topology
 
-__all__ = ["Device", "Health", "Inventory", "SnapshotCell"]
+__all__ = ["Device", "Health", "Inventory", "Link", "PciePath", "SnapshotCell", "Topology"]

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from gpu_device_plugin.inventory.topology import Topology
+
 
 class Health(enum.StrEnum):
     # Values are the kubelet's wire strings.
@@ -68,6 +70,8 @@ class Inventory:
     # Node-wide device nodes every GPU container needs (/dev/nvidiactl, ...),
     # only those that exist on this host.
     control_nodes: tuple[str, ...] = ()
+    # How the GPUs are linked to each other; None when nobody could tell.
+    topology: Topology | None = None
     # Not part of equality: a cache derived from `devices`.
     _by_id: Mapping[str, Device] = field(default_factory=dict, compare=False, repr=False)
 

@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 
 import grpc
+
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.server.sockets import KUBELET_SOCKET

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
+
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import grpc
+from opentelemetry import trace
+
 from gpu_device_plugin.allocator import (
     AllocateOptions,
     PreferredPolicy,
@@ -26,7 +28,6 @@ from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
 from gpu_device_plugin.server.status import status_code
-from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 
@@ -136,5 +137,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         log.info("%s refused (%s): %s", rpc, code.name, err)
         span = trace.get_current_span()
         span.set_attribute("gpu.refused_ids", list(err.ids))
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{code.name}: {err}"))
         await context.abort(code, str(err))
         raise AssertionError("context.abort always raises")

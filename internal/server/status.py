@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from gpu_device_plugin.errors import DeviceUnavailableError, PluginError, RequestError
 
 

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
+from watchfiles import Change
+
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.registration import API_VERSION, Backoff, register_until_accepted
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
-from opentelemetry import trace
-from watchfiles import Change
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
-from gpu_device_plugin import __version__
 from opentelemetry import trace
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from gpu_device_plugin import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 TRACER_NAME = "gpu_device_plugin"
+# The SDK and exporters are imported only when tracing is on: they cost start-up
+# time and several MiB of memory that a daemon with tracing off should not pay.
 
 
 @dataclass
@@ -32,8 +36,9 @@ class Tracing:
         return self.provider.get_tracer(TRACER_NAME, __version__)
 
     def shutdown(self) -> None:
-        if isinstance(self.provider, TracerProvider):
-            self.provider.shutdown()
+        shutdown = getattr(self.provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def tracing_enabled(env: Mapping[str, str]) -> bool:
@@ -48,6 +53,8 @@ def tracing_enabled(env: Mapping[str, str]) -> bool:
 
 
 def _exporter(env: Mapping[str, str]) -> SpanExporter:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
     if env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
         return ConsoleSpanExporter()
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"))
@@ -68,6 +75,10 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
     env = os.environ if env is None else env
     if not tracing_enabled(env):
         return noop_tracing()
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     # Our defaults first, then what OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME
     # say merged over them: the standard variables win.
     resource = Resource.create({"service.name": "gpu-device-plugin", "service.version": __version__}).merge(
@@ -75,6 +86,11 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
     )
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    return sdk_tracing(provider)
+
+
+def sdk_tracing(provider: trace.TracerProvider) -> Tracing:
+    """Tracing through `provider`, with a server span for every device-plugin RPC."""
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     interceptor = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]

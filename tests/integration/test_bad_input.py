@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from conftest import write_fake_config
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid

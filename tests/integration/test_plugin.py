@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from conftest import write_fake_config
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from gpu_device_plugin.server.sockets import our_sockets
 from support.kubelet import KubeletSim
 

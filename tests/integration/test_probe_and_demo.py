@@ -1,0 +1,63 @@
+"""`probe` against a running plugin and `demo` as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from conftest import write_fake_config
+from gpu_device_plugin.discovery.fake_config import fake_uuid
+from support.kubelet import KubeletSim
+
+
+async def run_cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gpu_device_plugin.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode or 0, out.decode()
+
+
+async def test_probe_passes_when_healthy_and_fails_when_not(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    start_plugin(fake_config)
+    registration = await kubelet.wait_registered()
+    folder = str(kubelet.folder)
+    code, out = await run_cli("probe", "--device-plugin-dir", folder, "--preferred", "2")
+    assert code == 0, out
+    assert f"device {fake_uuid(7)} Healthy numa=1" in out
+    assert f"preferred allocation of 2: {fake_uuid(0)}, {fake_uuid(1)}" in out
+    write_fake_config(fake_config, unhealthy=(2,))
+    await kubelet.wait_for(lambda: registration.latest.devices[2].health == "Unhealthy", 2)
+    code, out = await run_cli("probe", "--device-plugin-dir", folder)
+    assert code == 1
+    assert f"unhealthy: {fake_uuid(2)}" in out
+
+
+async def test_probe_fails_when_no_plugin_answers(plugin_dir: Path) -> None:
+    code, out = await run_cli("probe", "--device-plugin-dir", str(plugin_dir))
+    assert code == 1
+    assert "no answering socket for example.com/gpu" in out
+
+
+async def test_demo_tells_the_whole_story() -> None:
+    code, out = await run_cli("demo")
+    assert code == 0, out
+    for step in (
+        "2. the plugin registered: resource example.com/gpu, version v1beta1",
+        "3. the kubelet opens ListAndWatch",
+        "4. GetPreferredAllocation(size 2",
+        "5. Allocate(2 devices) -> envs {'NVIDIA_VISIBLE_DEVICES': 'GPU-",
+        "Unhealthy",
+        "7. Allocate of the unhealthy device is refused: FAILED_PRECONDITION",
+        "8/8 healthy",
+        "plugin sockets left behind: none",
+    ):
+        assert step in out, f"missing {step!r} in:\n{out}"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from gpu_device_plugin.allocator import AllocateOptions
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.health.tracker import RecoveryPolicy
+from gpu_device_plugin.health.xid import XidPolicy
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_RESOURCE_NAME = "example.com/gpu"
@@ -68,6 +70,36 @@ class DiscoveryConfig:
                 raise ConfigError("fake-devices", f"must be between 0 and 1024, got {self.fake_devices}")
 
 
+class HealthChecks(enum.StrEnum):
+    ALL = "all"
+    NONE = "none"
+    DISABLED = "disabled"  # same as none: the keyword NVIDIA's users know
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    checks: HealthChecks = HealthChecks.ALL
+    """all: NVML events and probes (nvml) or file edits (fake); none/disabled: devices stay Healthy."""
+    xids: XidPolicy = field(default_factory=XidPolicy)
+    """XIDs caused by applications, which leave a device healthy."""
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    """When an unhealthy device may become Healthy again."""
+    probe_interval_s: float = 10.0
+    """Seconds between probes of every device (nvml)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.checks is HealthChecks.ALL
+
+    def __post_init__(self) -> None:
+        if self.probe_interval_s <= 0:
+            raise ConfigError("health-probe-interval", f"must be positive, got {self.probe_interval_s:g}")
+        if self.recovery.quiet_period_s < 0:
+            raise ConfigError(
+                "health-quiet-period", f"must not be negative, got {self.recovery.quiet_period_s:g}"
+            )
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -76,6 +108,7 @@ class ServeConfig:
     device_plugin_dir: Path = DEFAULT_PLUGIN_DIR
     """The kubelet's device-plugins folder (holds kubelet.sock)."""
     allocate: AllocateOptions = field(default_factory=AllocateOptions)
+    health: HealthConfig = field(default_factory=HealthConfig)
     log_format: LogFormat = LogFormat.TEXT
     log_level: str = "INFO"
 

@@ -8,25 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
-from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
+from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 
 FakeFile = Callable[..., None]
-
-
-def write_fake_config(path: Path, count: int = 8, unhealthy: tuple[int, ...] = ()) -> None:
-    devices = [
-        {"uuid": fake_uuid(i), "numa": i * 2 // count, "health": "Unhealthy" if i in unhealthy else "Healthy"}
-        for i in range(count)
-    ]
-    scratch = path.with_name(path.name + ".tmp")
-    scratch.write_text(yaml.safe_dump({"devices": devices}))
-    scratch.replace(path)
 
 
 @pytest.fixture

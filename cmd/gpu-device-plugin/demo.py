@@ -27,8 +27,7 @@ Echo = Callable[[str], None]
 
 def _write_config(path: Path, count: int, unhealthy: int | None) -> None:
     devices = [
-        {"uuid": fake_uuid(i), "numa": i * 2 // count,
-         "health": "Unhealthy" if i == unhealthy else "Healthy"}
+        {"uuid": fake_uuid(i), "numa": i * 2 // count, "health": "Unhealthy" if i == unhealthy else "Healthy"}
         for i in range(count)
     ]
     # Write-then-rename, the way editors and ConfigMap updates replace files.
@@ -50,8 +49,10 @@ async def run_demo(count: int, *, echo: Echo) -> None:
         folder = Path(scratch)
         config_path = folder / "fake-gpus.yaml"
         _write_config(config_path, count, unhealthy=None)
-        echo(f"1. {count} fake GPUs described in {config_path}; a stand-in kubelet serves "
-             f"{folder}/kubelet.sock")
+        echo(
+            f"1. {count} fake GPUs described in {config_path}; a stand-in kubelet serves "
+            f"{folder}/kubelet.sock"
+        )
         stop = asyncio.Event()
         async with StandinKubelet(folder) as kubelet:
             config = ServeConfig(
@@ -60,9 +61,11 @@ async def run_demo(count: int, *, echo: Echo) -> None:
             )
             plugin = asyncio.create_task(serve(config, noop_tracing(), stop))
             request = await asyncio.wait_for(kubelet.requests.get(), 10)
-            echo(f"2. the plugin registered: resource {request.resource_name}, version "
-                 f"{request.version}, endpoint {request.endpoint}, preferred allocation "
-                 f"{'offered' if request.options.get_preferred_allocation_available else 'not offered'}")
+            echo(
+                f"2. the plugin registered: resource {request.resource_name}, version "
+                f"{request.version}, endpoint {request.endpoint}, preferred allocation "
+                f"{'offered' if request.options.get_preferred_allocation_available else 'not offered'}"
+            )
             socket = folder / request.endpoint
             async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
                 stream = pb_grpc.DevicePluginStub(channel).ListAndWatch(pb.Empty())
@@ -83,8 +86,10 @@ async def run_demo(count: int, *, echo: Echo) -> None:
                     try:
                         await client.allocate([ids[1]])
                     except grpc.aio.AioRpcError as err:
-                        echo(f"7. Allocate of the unhealthy device is refused: "
-                             f"{err.code().name}: {err.details()}")
+                        echo(
+                            f"7. Allocate of the unhealthy device is refused: "
+                            f"{err.code().name}: {err.details()}"
+                        )
                     _write_config(config_path, count, unhealthy=None)
                     update = await asyncio.wait_for(stream.read(), 5)
                     healthy = sum(d.health == "Healthy" for d in update.devices)

@@ -25,11 +25,15 @@ from gpu_device_plugin.config import (
     DEFAULT_RESOURCE_NAME,
     DiscoveryConfig,
     DiscoveryKind,
+    HealthChecks,
+    HealthConfig,
     LogFormat,
     ServeConfig,
     check_resource_name,
 )
 from gpu_device_plugin.errors import ConfigError, DiscoveryError
+from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
+from gpu_device_plugin.health.xid import DEFAULT_APPLICATION_XIDS, XidPolicy
 from gpu_device_plugin.telemetry.logs import configure_logging
 
 ENV_PREFIX = "GPU_DP_"
@@ -104,13 +108,29 @@ def discovery_options(func: F) -> F:
     return func
 
 
-def discovery_config(discovery: str, fake_config: Path | None, fake_devices: int | None,
-                     fail_on_init_error: bool) -> DiscoveryConfig:
+def discovery_config(
+    discovery: str, fake_config: Path | None, fake_devices: int | None, fail_on_init_error: bool
+) -> DiscoveryConfig:
     return DiscoveryConfig(
         kind=DiscoveryKind(discovery),
         fake_config=fake_config,
         fake_devices=fake_devices,
         fail_on_init_error=fail_on_init_error,
+    )
+
+
+def health_config(flags: dict[str, Any]) -> HealthConfig:
+    try:
+        xids = XidPolicy.parse(flags["health_ignore_xids"])
+    except ValueError as err:
+        raise ConfigError("health-ignore-xids", str(err)) from err
+    return HealthConfig(
+        checks=HealthChecks(flags["health_checks"].lower()),
+        xids=xids,
+        recovery=RecoveryPolicy(
+            mode=Recovery(flags["health_recovery"]), quiet_period_s=flags["health_quiet_period"]
+        ),
+        probe_interval_s=flags["health_probe_interval"],
     )
 
 
@@ -156,6 +176,30 @@ def main() -> None:
     help="Also hand the /dev/nvidia* nodes to the container.",
 )
 @env_option(
+    "--health-checks",
+    type=click.Choice([c.value for c in HealthChecks], case_sensitive=False),
+    default=HealthChecks.ALL.value,
+    help="all: NVML events + probes (nvml) or file edits (fake); none/disabled: off.",
+)
+@env_option(
+    "--health-ignore-xids",
+    default=",".join(str(x) for x in sorted(DEFAULT_APPLICATION_XIDS)),
+    help="XIDs caused by applications: they leave a device healthy. Empty: none.",
+)
+@env_option(
+    "--health-recovery",
+    type=click.Choice([r.value for r in Recovery]),
+    default=Recovery.AUTO.value,
+    help="auto: an unhealthy device returns after a quiet period; never: until restart.",
+)
+@env_option(
+    "--health-quiet-period",
+    type=float,
+    default=60.0,
+    help="Seconds a device must answer correctly, with no new fault, before it recovers.",
+)
+@env_option("--health-probe-interval", type=float, default=10.0, help="Seconds between device probes.")
+@env_option(
     "--log-format", type=click.Choice([f.value for f in LogFormat]), default="text", help="Log line format."
 )
 @env_option(
@@ -182,6 +226,7 @@ def serve(**flags: Any) -> None:
                 pass_device_specs=flags["pass_device_specs"],
                 cdi_kind=flags["cdi_kind"],
             ),
+            health=health_config(flags),
             log_format=LogFormat(flags["log_format"]),
             log_level=flags["log_level"],
         )
@@ -212,15 +257,28 @@ def discover(as_json: bool, **flags: Any) -> None:
 
 
 @main.command()
-@click.option("--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="The plugin's socket; default: the newest answering one in --device-plugin-dir.")
-@env_option("--device-plugin-dir", type=click.Path(path_type=Path, file_okay=False),
-            default=str(DEFAULT_PLUGIN_DIR), help="Where to look for the plugin's socket.")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The plugin's socket; default: the newest answering one in --device-plugin-dir.",
+)
+@env_option(
+    "--device-plugin-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=str(DEFAULT_PLUGIN_DIR),
+    help="Where to look for the plugin's socket.",
+)
 @env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Whose socket to look for.")
 @click.option("--preferred", type=int, help="Also ask for a preferred allocation of N devices.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per call.")
-def probe(socket_path: Path | None, device_plugin_dir: Path, resource_name: str,
-          preferred: int | None, timeout: float) -> None:
+def probe(
+    socket_path: Path | None,
+    device_plugin_dir: Path,
+    resource_name: str,
+    preferred: int | None,
+    timeout: float,
+) -> None:
     """Act as the kubelet against a running plugin; exit 0 only if all devices are healthy."""
     from gpu_device_plugin.cli.probe import run_probe
 

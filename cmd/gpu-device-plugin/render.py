@@ -50,8 +50,12 @@ def inventory_table(inventory: Inventory) -> str:
         for d in inventory.devices
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    summary = (f"{len(inventory.devices)} device(s), backend {inventory.backend}, "
-               f"driver {inventory.driver_version or 'n/a'}, CUDA {inventory.cuda_version or 'n/a'}")
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    summary = (
+        f"{len(inventory.devices)} device(s), backend {inventory.backend}, "
+        f"driver {inventory.driver_version or 'n/a'}, CUDA {inventory.cuda_version or 'n/a'}"
+    )
     return "\n".join([*lines, summary])

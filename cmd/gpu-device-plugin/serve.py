@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from gpu_device_plugin.allocator import in_order_policy
-from gpu_device_plugin.config import ServeConfig
+from gpu_device_plugin.allocator import topology_policy
+from gpu_device_plugin.config import HealthConfig, ServeConfig
 from gpu_device_plugin.daemon import run_root_tasks
+from gpu_device_plugin.discovery.base import DiscoveryBackend
 from gpu_device_plugin.discovery.factory import initial_inventory, make_backend
 from gpu_device_plugin.discovery.fake import FakeBackend
+from gpu_device_plugin.discovery.nvml import NvmlBackend
 from gpu_device_plugin.health.fakefile import follow_fake_file
-from gpu_device_plugin.inventory import SnapshotCell
+from gpu_device_plugin.health.nvml import NvmlHealthSource
+from gpu_device_plugin.health.tracker import HealthTracker
+from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.supervisor import PluginSupervisor
 from gpu_device_plugin.telemetry.tracing import Tracing
+
+log = logging.getLogger(__name__)
 
 
 async def serve(config: ServeConfig, tracing: Tracing, stop: asyncio.Event | None = None) -> None:
@@ -26,7 +33,7 @@ async def serve(config: ServeConfig, tracing: Tracing, stop: asyncio.Event | Non
         resource_name=config.resource_name,
         cell=cell,
         allocate_options=config.allocate,
-        preferred_policy=in_order_policy,
+        preferred_policy=topology_policy,
     )
     supervisor = PluginSupervisor(
         service=service,
@@ -35,6 +42,27 @@ async def serve(config: ServeConfig, tracing: Tracing, stop: asyncio.Event | Non
         interceptors=tracing.interceptors,
     )
     tasks: dict[str, Coroutine[Any, Any, None]] = {"plugin-server": supervisor.run()}
-    if isinstance(backend, FakeBackend) and backend.config_path is not None:
-        tasks["health-fake-file"] = follow_fake_file(backend, cell)
+    health = health_source(backend, cell, config.health)
+    if health is not None:
+        tasks["health"] = health
     await run_root_tasks(tasks, stop=stop)
+
+
+def health_source(
+    backend: DiscoveryBackend, cell: SnapshotCell[Inventory], config: HealthConfig
+) -> Coroutine[Any, Any, None] | None:
+    """The health loop that fits the backend, or None when there is nothing to watch."""
+    if not config.enabled:
+        log.info("health checks are off (--health-checks %s): devices stay as discovered", config.checks)
+        return None
+    if isinstance(backend, FakeBackend) and backend.config_path is not None:
+        return follow_fake_file(backend.config_path, cell, xids=config.xids)
+    if isinstance(backend, NvmlBackend) and cell.value.devices:
+        return NvmlHealthSource(
+            session=backend.session,
+            cell=cell,
+            tracker=HealthTracker(config.recovery),
+            xids=config.xids,
+            probe_interval_s=config.probe_interval_s,
+        ).run()
+    return None

@@ -233,7 +233,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_port = "0"
   enable_selinux = false
   disable_apparmor = true
-  restrict_oom_score_adj = false
+  # This machine's root may not lower oom_score_adj (no CAP_SYS_RESOURCE):
+  # keep the kubelet's -998 for sandboxes from failing every pod start.
+  restrict_oom_score_adj = true
 
 [{cri}.containerd]
   snapshotter = "overlayfs"
@@ -244,6 +246,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc.options]
   BinaryName = "{self.tools.runc}"
+  Root = "{base / 'runc'}"
   SystemdCgroup = false
 
 [{cri}.cni]

@@ -28,9 +28,10 @@ from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # e2e/, for the `cluster` package
 
-import support  # noqa: E402
-from cluster import build  # noqa: E402
-from cluster.local import LocalCluster  # noqa: E402
+from cluster import build
+from cluster.local import LocalCluster
+
+import support
 
 ENV_KUBECONFIG = "E2E_KUBECONFIG"
 ENV_NODE = "E2E_NODE"

@@ -209,9 +209,14 @@ def fake_uuids(count: int = 8) -> list[str]:
     return [f"GPU-e2e{index:05x}-0000-4000-8000-{index:012x}" for index in range(count)]
 
 
+#: Optional `topology: {preset: NAME}` for the fake backend (see the plugin's presets).
+TOPOLOGY_PRESET = os.environ.get("E2E_TOPOLOGY_PRESET")
+
+
 def fake_config(uuids: list[str], *, unhealthy: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Eight GPUs in two NUMA nodes of four (the 'topology preset' of the e2e)."""
-    return {
+    """Eight GPUs with our own UUIDs, in two NUMA nodes of four."""
+    config: dict[str, Any] = {"topology": {"preset": TOPOLOGY_PRESET}} if TOPOLOGY_PRESET else {}
+    return config | {
         "devices": [
             {
                 "uuid": uuid,

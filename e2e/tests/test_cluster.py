@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import ClusterUnderTest, Pods
 from kubernetes import client
+
+from conftest import ClusterUnderTest, Pods
 
 
 def test_node_is_ready(cluster: ClusterUnderTest) -> None:

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 import support
-from conftest import PLUGIN_START_SLO_S, ClusterUnderTest, Pods, PluginUnderTest
+from conftest import PLUGIN_START_SLO_S, ClusterUnderTest, PluginUnderTest, Pods
 from support import RESOURCE
 
 

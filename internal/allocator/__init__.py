@@ -13,9 +13,11 @@ from gpu_device_plugin.allocator.response import (
     DeviceNode,
     container_allocation,
 )
+from gpu_device_plugin.allocator.topology import WEIGHTS, set_score, topology_policy
 from gpu_device_plugin.allocator.validate import check_allocatable
 
 __all__ = [
+    "WEIGHTS",
     "AllocateOptions",
     "ContainerAllocation",
     "DeviceIdStrategy",
@@ -26,4 +28,6 @@ __all__ = [
     "container_allocation",
     "in_order_policy",
     "preferred_allocation",
+    "set_score",
+    "topology_policy",
 ]

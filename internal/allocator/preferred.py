@@ -31,9 +31,7 @@ def in_order_policy(
     """must_include first, then the other available devices by index: stable, topology-blind."""
     chosen = list(must_include)
     taken = set(chosen)
-    rest = sorted(
-        (i for i in available if i not in taken), key=lambda i: inventory.by_id[i].index
-    )
+    rest = sorted((i for i in available if i not in taken), key=lambda i: inventory.by_id[i].index)
     return chosen + rest[: size - len(chosen)]
 
 

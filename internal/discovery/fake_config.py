@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from gpu_device_plugin.discovery.fake_topology import FakeTopology
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
 
@@ -51,6 +52,8 @@ class FakeDevice(_Strict):
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     health: Literal["Healthy", "Unhealthy"] = "Healthy"
     device_nodes: tuple[str, ...] = ()
+    # An injected driver error: health/fakefile.py classifies it like a real XID.
+    xid: int | None = Field(default=None, ge=0)
 
     @field_validator("uuid")
     @classmethod
@@ -74,6 +77,9 @@ class FakeConfig(_Strict):
     driver_version: str = "fake-550.0"
     cuda_version: str = "12.4"
     control_nodes: tuple[str, ...] = ()
+    # How the devices are linked: a preset and/or explicit pairs (fake_topology.py).
+    # Absent: no topology, exactly as before it existed.
+    topology: FakeTopology | None = None
 
     # A field validator rather than a model validator, so that the error is
     # reported at `devices` (a model validator's errors name no field).
@@ -92,6 +98,18 @@ class FakeConfig(_Strict):
             _require_unique("index", [_index(d, i) for i, d in enumerate(devices)])
             _require_unique("uuid", [fake_id(d, i) for i, d in enumerate(devices)])
         return devices
+
+    @field_validator("topology")
+    @classmethod
+    def _topology_fits(cls, topology: FakeTopology | None, info: ValidationInfo) -> FakeTopology | None:
+        if topology is None or "devices" not in info.data:
+            return topology  # nothing to check, or the devices' own error is the one to report
+        devices = info.data["devices"]
+        if devices is not None:
+            topology.check_devices([_index(d, i) for i, d in enumerate(devices)])
+        elif info.data.get("count") is not None:
+            topology.check_devices(range(info.data["count"]))
+        return topology
 
 
 def _index(device: FakeDevice, position: int) -> int:
@@ -118,7 +136,12 @@ def to_inventory(config: FakeConfig) -> Inventory:
     specs = config.devices if config.devices is not None else (FakeDevice(),) * (config.count or 0)
     total = len(specs)
 
+    preset_numa = config.topology.preset_numa(total) if config.topology else {}
+
     def spread_numa(position: int) -> int:
+        index = _index(specs[position], position)
+        if index in preset_numa:  # a preset knows its machine's NUMA layout
+            return preset_numa[index]
         # Devices that do not name a NUMA node fill the nodes evenly, in order.
         return position * config.numa_nodes // max(total, 1)
 
@@ -148,6 +171,9 @@ def to_inventory(config: FakeConfig) -> Inventory:
         driver_version=config.driver_version,
         cuda_version=config.cuda_version,
         control_nodes=config.control_nodes,
+        topology=config.topology.build({d.index: (d.uuid, d.numa_node) for d in devices})
+        if config.topology
+        else None,
     )
 
 

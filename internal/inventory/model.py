@@ -89,9 +89,7 @@ class Inventory:
     def with_health(self, updates: Mapping[str, tuple[Health, str]]) -> Inventory:
         """A copy with the named devices' health replaced; unknown ids are ignored."""
         devices = tuple(
-            replace(d, health=updates[d.id][0], health_reason=updates[d.id][1])
-            if d.id in updates
-            else d
+            replace(d, health=updates[d.id][0], health_reason=updates[d.id][1]) if d.id in updates else d
             for d in self.devices
         )
         return replace(self, devices=devices)

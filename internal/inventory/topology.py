@@ -102,9 +102,7 @@ class Topology:
     _links: Mapping[tuple[str, str], Link] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
-    _affinity: Mapping[str, str] = field(
-        default_factory=dict, compare=False, hash=False, repr=False
-    )
+    _affinity: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         index: dict[tuple[str, str], Link] = {}
@@ -126,13 +124,9 @@ class Topology:
     ) -> Topology:
         """A topology from pairs in any order and orientation."""
         items = (
-            [(a, b, link) for (a, b), link in links.items()]
-            if isinstance(links, Mapping)
-            else list(links)
+            [(a, b, link) for (a, b), link in links.items()] if isinstance(links, Mapping) else list(links)
         )
-        canonical = sorted(
-            ((*pair_key(a, b), link) for a, b, link in items), key=lambda t: (t[0], t[1])
-        )
+        canonical = sorted(((*pair_key(a, b), link) for a, b, link in items), key=lambda t: (t[0], t[1]))
         return cls(
             links=tuple(canonical),
             cpu_affinity=tuple(sorted((cpu_affinity or {}).items())),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from gpu_device_plugin.allocator import in_order_policy, preferred_allocation
 from gpu_device_plugin.errors import DeviceUnavailableError, RequestError
 from gpu_device_plugin.inventory import Device, Health, Inventory
@@ -64,15 +65,30 @@ def test_policy_is_pluggable() -> None:
     ("available", "must_include", "size", "error", "phrase", "named"),
     [
         pytest.param(
-            ids(0, 1), ids(2), 1, RequestError, "not within available_deviceIDs", ids(2),
+            ids(0, 1),
+            ids(2),
+            1,
+            RequestError,
+            "not within available_deviceIDs",
+            ids(2),
             id="must-include-outside-available",
         ),
         pytest.param(
-            ids(0, 1, 2), ids(0, 1), 1, RequestError, "smaller than must_include", ids(0, 1),
+            ids(0, 1, 2),
+            ids(0, 1),
+            1,
+            RequestError,
+            "smaller than must_include",
+            ids(0, 1),
             id="size-below-must-include",
         ),
         pytest.param(
-            ids(0, 1), [], 3, RequestError, "larger than available", ids(0, 1),
+            ids(0, 1),
+            [],
+            3,
+            RequestError,
+            "larger than available",
+            ids(0, 1),
             id="size-above-available",
         ),
         pytest.param(ids(0, 1), [], 0, RequestError, "at least 1", [], id="size-zero"),
@@ -81,14 +97,24 @@ def test_policy_is_pluggable() -> None:
             ids(0, 3), [], 1, DeviceUnavailableError, "unhealthy", ids(3), id="unhealthy-in-available"
         ),
         pytest.param(
-            ids(0, 9), [], 1, RequestError, "available_deviceIDs: unknown", ["GPU-9"],
+            ids(0, 9),
+            [],
+            1,
+            RequestError,
+            "available_deviceIDs: unknown",
+            ["GPU-9"],
             id="unknown-in-available",
         ),
         pytest.param(
             ids(0, 0, 1), [], 1, RequestError, "more than once", ids(0), id="duplicate-in-available"
         ),
         pytest.param(
-            ids(0, 1), ["GPU-9"], 1, RequestError, "must_include_deviceIDs: unknown", ["GPU-9"],
+            ids(0, 1),
+            ["GPU-9"],
+            1,
+            RequestError,
+            "must_include_deviceIDs: unknown",
+            ["GPU-9"],
             id="unknown-in-must-include",
         ),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gpu_device_plugin.allocator import check_allocatable
 from gpu_device_plugin.errors import DeviceUnavailableError, RequestError
 from gpu_device_plugin.inventory import Device, Health, Inventory
@@ -37,19 +38,26 @@ def test_known_healthy_distinct_ids_pass(ids: list[str]) -> None:
     [
         pytest.param(["GPU-9"], RequestError, ["GPU-9"], "unknown device ids", id="unknown"),
         pytest.param(
-            ["GPU-0", "GPU-x", "GPU-y"], RequestError, ["GPU-x", "GPU-y"], "unknown device ids",
+            ["GPU-0", "GPU-x", "GPU-y"],
+            RequestError,
+            ["GPU-x", "GPU-y"],
+            "unknown device ids",
             id="two-unknown",
         ),
+        pytest.param(["GPU-0", "GPU-0"], RequestError, ["GPU-0"], "named more than once", id="duplicate"),
         pytest.param(
-            ["GPU-0", "GPU-0"], RequestError, ["GPU-0"], "named more than once", id="duplicate"
-        ),
-        pytest.param(
-            ["GPU-0", "GPU-1", "GPU-0", "GPU-1"], RequestError, ["GPU-0", "GPU-1"],
-            "named more than once", id="two-duplicates",
+            ["GPU-0", "GPU-1", "GPU-0", "GPU-1"],
+            RequestError,
+            ["GPU-0", "GPU-1"],
+            "named more than once",
+            id="two-duplicates",
         ),
         pytest.param(["GPU-2"], DeviceUnavailableError, ["GPU-2"], "unhealthy", id="unhealthy"),
         pytest.param(
-            ["GPU-0", "GPU-3", "GPU-2"], DeviceUnavailableError, ["GPU-2", "GPU-3"], "unhealthy",
+            ["GPU-0", "GPU-3", "GPU-2"],
+            DeviceUnavailableError,
+            ["GPU-2", "GPU-3"],
+            "unhealthy",
             id="two-unhealthy",
         ),
         # An unknown id is the client's mistake and is reported before anything else.

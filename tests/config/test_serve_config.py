@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from gpu_device_plugin.allocator import AllocateOptions
 from gpu_device_plugin.config import (
     DEFAULT_PLUGIN_DIR,
@@ -73,9 +74,7 @@ def test_defaults() -> None:
     ("kwargs", "field"),
     [
         pytest.param({}, "fake-config", id="fake-neither"),
-        pytest.param(
-            {"fake_config": Path("gpus.yaml"), "fake_devices": 2}, "fake-config", id="fake-both"
-        ),
+        pytest.param({"fake_config": Path("gpus.yaml"), "fake_devices": 2}, "fake-config", id="fake-both"),
         pytest.param({"fake_devices": -1}, "fake-devices", id="fake-devices-negative"),
         pytest.param({"fake_devices": 1025}, "fake-devices", id="fake-devices-too-many"),
     ],

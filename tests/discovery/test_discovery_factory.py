@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, NVMLError
+
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.discovery.factory import initial_inventory, make_backend
 from gpu_device_plugin.discovery.fake import FakeBackend
@@ -37,8 +38,7 @@ def test_without_fail_on_init_error_serves_nothing_and_says_why(
     assert inventory == Inventory(devices=(), backend="nvml")
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == [
-        "NVML could not be initialised: Driver Not Loaded; "
-        "serving zero devices (--fail-on-init-error is off)"
+        "NVML could not be initialised: Driver Not Loaded; serving zero devices (--fail-on-init-error is off)"
     ]
 
 
@@ -53,9 +53,7 @@ def test_working_backend_is_discovered_and_logged(
     inventory = initial_inventory(nvml, fail_on_init_error=fail_on_init_error)
 
     assert [d.id for d in inventory.devices] == ["GPU-a", "GPU-b"]
-    assert caplog.messages == [
-        "discovered 2 device(s) with the nvml backend (driver 550.54.15, CUDA 12.4)"
-    ]
+    assert caplog.messages == ["discovered 2 device(s) with the nvml backend (driver 550.54.15, CUDA 12.4)"]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from gpu_device_plugin.discovery.fake import FakeBackend
 from gpu_device_plugin.discovery.fake_config import (
     DEFAULT_MEMORY_MIB,
@@ -155,9 +156,7 @@ def test_explicit_devices_fill_in_what_they_leave_out(tmp_path: Path) -> None:
 
 
 def test_explicit_devices_are_listed_by_index(tmp_path: Path) -> None:
-    inventory = from_yaml(
-        tmp_path, "devices:\n  - {uuid: GPU-c, index: 2}\n  - {uuid: GPU-a, index: 0}\n"
-    )
+    inventory = from_yaml(tmp_path, "devices:\n  - {uuid: GPU-c, index: 2}\n  - {uuid: GPU-a, index: 0}\n")
     assert [(d.index, d.id) for d in inventory.devices] == [(0, "GPU-a"), (2, "GPU-c")]
 
 
@@ -186,9 +185,7 @@ def test_the_file_is_read_on_every_discover(tmp_path: Path) -> None:
             "share uuid GPU-a",
             id="duplicate-uuid",
         ),
-        pytest.param(
-            "devices: [{index: 1}, {index: 1}]\n", "devices", "share index 1", id="duplicate-index"
-        ),
+        pytest.param("devices: [{index: 1}, {index: 1}]\n", "devices", "share index 1", id="duplicate-index"),
         pytest.param(
             "devices: [{uuid: GPU-a, index: 3}, {uuid: GPU-b, index: 3}]\n",
             "devices",
@@ -196,7 +193,9 @@ def test_the_file_is_read_on_every_discover(tmp_path: Path) -> None:
             id="duplicate-index-distinct-uuids",
         ),
         pytest.param(
-            "devices: [{health: Sick}]\n", "devices.0.health", "'Healthy' or 'Unhealthy'",
+            "devices: [{health: Sick}]\n",
+            "devices.0.health",
+            "'Healthy' or 'Unhealthy'",
             id="bad-health",
         ),
         pytest.param("devices: [{}, {numa: -1}]\n", "devices.1.numa", "greater than", id="negative-numa"),
@@ -205,14 +204,17 @@ def test_the_file_is_read_on_every_discover(tmp_path: Path) -> None:
         pytest.param("devices: [{uuid: 'GPU a'}]\n", "devices.0.uuid", "letters", id="uuid-space"),
         pytest.param("devices: [{uuid: 'GPU/a'}]\n", "devices.0.uuid", "letters", id="uuid-slash"),
         pytest.param("devices: [{uuid: 'GPU-é'}]\n", "devices.0.uuid", "ASCII", id="uuid-non-ascii"),
-        pytest.param(f"devices: [{{uuid: {'G' * 64}}}]\n", "devices.0.uuid", "at most 63",
-                     id="uuid-too-long"),
+        pytest.param(
+            f"devices: [{{uuid: {'G' * 64}}}]\n", "devices.0.uuid", "at most 63", id="uuid-too-long"
+        ),
         pytest.param("devices: [{index: -1}]\n", "devices.0.index", "greater than", id="negative-index"),
         pytest.param("count: -1\n", "count", "greater than", id="negative-count"),
         pytest.param("count: 1025\n", "count", "less than", id="count-too-large"),
         pytest.param("count: 2\nnuma_nodes: 0\n", "numa_nodes", "greater than", id="zero-numa-nodes"),
         pytest.param(
-            "devices: [{compute_capability: nine}]\n", "devices.0.compute_capability", "pattern",
+            "devices: [{compute_capability: nine}]\n",
+            "devices.0.compute_capability",
+            "pattern",
             id="bad-compute-capability",
         ),
         pytest.param("devices: 3\n", "devices", "tuple", id="devices-not-a-list"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fake_nvml import FakeGpu, FakeNvml, NVMLError
+
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Health
@@ -133,9 +134,7 @@ def test_control_nodes_are_only_those_present(
         pytest.param(-1, None, id="minus-one-means-unknown"),
     ],
 )
-def test_numa_node_from_nvml(
-    nvml_numa: int, expected: int | None, dev_root: Path, sysfs_root: Path
-) -> None:
+def test_numa_node_from_nvml(nvml_numa: int, expected: int | None, dev_root: Path, sysfs_root: Path) -> None:
     lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=nvml_numa)])
     assert backend(lib, dev_root, sysfs_root).discover().devices[0].numa_node == expected
 
@@ -185,9 +184,7 @@ def test_init_failure_is_one_clear_discovery_error(dev_root: Path, sysfs_root: P
     assert "\n" not in message
 
 
-def test_init_failure_from_a_missing_library_is_a_discovery_error(
-    dev_root: Path, sysfs_root: Path
-) -> None:
+def test_init_failure_from_a_missing_library_is_a_discovery_error(dev_root: Path, sysfs_root: Path) -> None:
     # pynvml raises plain OSError-like errors when libnvidia-ml.so cannot be loaded.
     lib = FakeNvml(init_error=OSError("libnvidia-ml.so.1: cannot open shared object file"))
 
@@ -199,9 +196,7 @@ def test_init_failure_from_a_missing_library_is_a_discovery_error(
     "call",
     ["nvmlDeviceGetCount", "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion"],
 )
-def test_system_call_failure_is_a_discovery_error(
-    call: str, dev_root: Path, sysfs_root: Path
-) -> None:
+def test_system_call_failure_is_a_discovery_error(call: str, dev_root: Path, sysfs_root: Path) -> None:
     lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)], failing=frozenset({call}))
 
     with pytest.raises(DiscoveryError, match=rf"NVML could not list devices: {call}"):
@@ -209,9 +204,7 @@ def test_system_call_failure_is_a_discovery_error(
 
 
 @pytest.mark.parametrize("call", ["nvmlDeviceGetHandleByIndex", "nvmlDeviceGetUUID"])
-def test_gpu_that_cannot_be_identified_names_its_index(
-    call: str, dev_root: Path, sysfs_root: Path
-) -> None:
+def test_gpu_that_cannot_be_identified_names_its_index(call: str, dev_root: Path, sysfs_root: Path) -> None:
     gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({call}))]
 
     with pytest.raises(DiscoveryError, match=r"^GPU 1: NVML cannot identify it"):

@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import write_fake_config
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 
 G = [fake_uuid(i) for i in range(8)]

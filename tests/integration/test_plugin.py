@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import write_fake_config
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.sockets import our_sockets
+from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 
 RESOURCE = "example.com/gpu"

@@ -6,8 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from conftest import write_fake_config
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 
 

@@ -6,22 +6,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.telemetry.tracing import configure_tracing, sdk_tracing, tracing_enabled
 from support.kubelet import KubeletSim
+from support.spans import SpanRecorder
 
 
 async def test_registration_and_rpcs_are_spans(kubelet: KubeletSim, fake_config: Path, start_plugin) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    start_plugin(fake_config, tracing=sdk_tracing(provider))
+    recorder = SpanRecorder()
+    start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     registration = await kubelet.wait_registered()
     stub = registration.stub()
     ids = [fake_uuid(0), fake_uuid(1)]
@@ -30,13 +26,14 @@ async def test_registration_and_rpcs_are_spans(kubelet: KubeletSim, fake_config:
         await stub.Allocate(
             pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["GPU-x"])])
         )
-    spans = exporter.get_finished_spans()
+    allocate = "/v1beta1.DevicePlugin/Allocate"
+    spans = await recorder.wait_for(lambda spans: sum(s.name == allocate for s in spans) == 2)
     names = [s.name for s in spans]
     register = next(s for s in spans if s.name == "Register")
     assert register.attributes["gpu.resource_name"] == "example.com/gpu"
     assert register.attributes["gpu.endpoint"] == registration.request.endpoint
     assert "/v1beta1.DevicePlugin/GetDevicePluginOptions" in names
-    allocates = [s for s in spans if s.name == "/v1beta1.DevicePlugin/Allocate"]
+    allocates = [s for s in spans if s.name == allocate]
     assert len(allocates) == 2
     assert allocates[1].status.status_code is StatusCode.ERROR
     assert list(allocates[1].attributes["gpu.refused_ids"]) == ["GPU-x"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from gpu_device_plugin.inventory import Device, Health, Inventory
 from gpu_device_plugin.inventory.model import HealthChange, sorted_devices
 

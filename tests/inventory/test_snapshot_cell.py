@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+
 from gpu_device_plugin.inventory import SnapshotCell
 
 WAIT = 1.0  # seconds; only ever reached when a test is about to fail

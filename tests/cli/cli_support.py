@@ -1,0 +1,33 @@
+"""Helpers shared by the CLI tests.
+
+Kept out of conftest.py on purpose: other test folders import the root
+conftest by module name, and a second conftest module would shadow it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def nvml_works() -> bool:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+# These tests are about a node without a usable GPU: NVML must fail to start.
+needs_no_gpu = pytest.mark.skipif(
+    nvml_works(), reason="NVML initialises on this machine; the no-GPU behaviour cannot be shown"
+)
+
+
+def environment_without_our_variables() -> dict[str, str]:
+    """The caller's environment minus GPU_DP_* and OTEL_*, which would change what is tested."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("GPU_DP_", "OTEL_"))}

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from gpu_device_plugin.health.xid import DEFAULT_APPLICATION_XIDS, XidPolicy, describe_xid
+
+
+@pytest.mark.parametrize(
+    ("xid", "critical"),
+    [
+        (13, False),
+        (31, False),
+        (43, False),
+        (45, False),
+        (68, False),
+        (109, False),
+        (48, True),
+        (63, True),
+        (74, True),
+        (79, True),
+        (94, True),
+        (95, True),
+        (999, True),
+    ],
+    ids=lambda v: str(v),
+)
+def test_default_policy_skips_application_xids(xid: int, critical: bool) -> None:
+    assert XidPolicy().is_critical(xid) is critical
+
+
+def test_parse_configures_the_list() -> None:
+    assert XidPolicy.parse("13, 79").application_xids == frozenset({13, 79})
+    assert XidPolicy.parse("").application_xids == frozenset()
+    assert XidPolicy.parse(",".join(map(str, DEFAULT_APPLICATION_XIDS))) == XidPolicy()
+    with pytest.raises(ValueError, match="'x' is not an XID number"):
+        XidPolicy.parse("13,x")
+
+
+def test_description_names_the_meaning() -> None:
+    assert describe_xid(79) == "XID 79 (GPU has fallen off the bus)"
+    assert describe_xid(12345) == "XID 12345 (unlisted driver error)"

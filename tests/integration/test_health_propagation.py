@@ -1,0 +1,85 @@
+"""Health changes reach every live stream; cancelled streams leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+from gpu_device_plugin.discovery.fake_config import fake_uuid
+from support.fakegpus import write_fake_config
+from support.kubelet import KubeletSim
+from support.waiting import eventually
+
+
+def write_with_xid(path: Path, device: int, xid: int) -> None:
+    config = yaml.safe_load(path.read_text())
+    config["devices"][device]["xid"] = xid
+    path.write_text(yaml.safe_dump(config))
+
+
+async def test_injected_critical_xid_is_a_fault_and_application_xid_is_not(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    start_plugin(fake_config)
+    registration = await kubelet.wait_registered()
+    write_with_xid(fake_config, 0, 13)
+    write_with_xid(fake_config, 1, 79)
+    await kubelet.wait_for(lambda: registration.latest.devices[1].health == "Unhealthy", 2)
+    assert registration.latest.devices[0].health == "Healthy"
+    request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[fake_uuid(1)])])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await registration.stub().Allocate(request)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    write_fake_config(fake_config)  # the XID is gone from the file: healthy again
+    await kubelet.wait_for(lambda: registration.latest.devices[1].health == "Healthy", 2)
+
+
+async def test_after_200_cancelled_streams_every_live_stream_hears_every_change(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    start_plugin(fake_config)
+    registration = await kubelet.wait_registered()
+    socket = f"unix://{kubelet.folder / registration.request.endpoint}"
+    tasks_before = len(asyncio.all_tasks())
+    async with grpc.aio.insecure_channel(socket) as channel:
+        stub = pb_grpc.DevicePluginStub(channel)
+        for _ in range(200):
+            stream = stub.ListAndWatch(pb.Empty())
+            await stream.read()
+            stream.cancel()
+        live = [stub.ListAndWatch(pb.Empty()) for _ in range(3)]
+        for stream in live:
+            await stream.read()
+        for round_ in range(5):
+            unhealthy = (round_ % 8,) if round_ % 2 == 0 else ()
+            write_fake_config(fake_config, unhealthy=unhealthy)
+            expected = ["Unhealthy" if i in unhealthy else "Healthy" for i in range(8)]
+            for stream in live:
+                update = await asyncio.wait_for(stream.read(), 2)
+                assert [d.health for d in update.devices] == expected
+            await kubelet.wait_for(
+                lambda expected=expected: [d.health for d in registration.latest.devices] == expected, 2
+            )
+        for stream in live:
+            stream.cancel()
+    gc.collect()
+    # Nothing left of the 203 streams: no task and no waiter beyond the kubelet's one stream.
+    await eventually(lambda: len(asyncio.all_tasks()) <= tasks_before, what="stream tasks ended")
+    # Only the kubelet's own stream still waits on the cell.
+    cell = _plugin_cell()
+    await eventually(lambda: len(cell._changed._waiters or ()) == 1, what="waiters released")
+
+
+def _plugin_cell():  # type: ignore[no-untyped-def]
+    from gpu_device_plugin.inventory import SnapshotCell
+
+    cells = [o for o in gc.get_objects() if isinstance(o, SnapshotCell)]
+    assert len(cells) == 1
+    return cells[0]

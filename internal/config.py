@@ -16,6 +16,7 @@ from gpu_device_plugin.allocator import AllocateOptions
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.tracker import RecoveryPolicy
 from gpu_device_plugin.health.xid import XidPolicy
+from gpu_device_plugin.telemetry.metrics import parse_address
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_RESOURCE_NAME = "example.com/gpu"
@@ -111,8 +112,15 @@ class ServeConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     log_format: LogFormat = LogFormat.TEXT
     log_level: str = "INFO"
+    metrics_address: str | None = None
+    """HOST:PORT to serve Prometheus metrics on (/metrics); None: no metrics at all."""
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except ValueError as err:
+                raise ConfigError("metrics-address", str(err)) from err
         if "=" in self.allocate.cdi_kind or "/" not in self.allocate.cdi_kind:
             raise ConfigError("cdi-kind", f"{self.allocate.cdi_kind!r} must be <vendor>/<class>")

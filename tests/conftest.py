@@ -11,6 +11,7 @@ import pytest
 
 from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
+from gpu_device_plugin.telemetry.metrics import Metrics
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
@@ -59,14 +60,19 @@ class RunningPlugin:
 async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningPlugin]]:
     running: list[RunningPlugin] = []
 
-    def start(config_file: Path, tracing: Tracing | None = None, **overrides: object) -> RunningPlugin:
+    def start(
+        config_file: Path,
+        tracing: Tracing | None = None,
+        metrics: Metrics | None = None,
+        **overrides: object,
+    ) -> RunningPlugin:
         config = ServeConfig(
             discovery=DiscoveryConfig(kind=DiscoveryKind.FAKE, fake_config=config_file),
             device_plugin_dir=plugin_dir,
             **overrides,  # type: ignore[arg-type]
         )
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(config, tracing or noop_tracing(), stop))
+        task = asyncio.create_task(serve(config, tracing or noop_tracing(), stop, metrics=metrics))
         plugin = RunningPlugin(task, stop)
         running.append(plugin)
         return plugin

@@ -208,6 +208,11 @@ def main() -> None:
     default="INFO",
     help="Least severe level logged.",
 )
+@env_option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port). Off if unset.",
+)
 def serve(**flags: Any) -> None:
     """Discover devices, register with the kubelet and serve them."""
     from gpu_device_plugin.cli.serve import serve as run_serve
@@ -229,6 +234,7 @@ def serve(**flags: Any) -> None:
             health=health_config(flags),
             log_format=LogFormat(flags["log_format"]),
             log_level=flags["log_level"],
+            metrics_address=flags["metrics_address"],
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
         tracing = configure_tracing()
@@ -243,15 +249,28 @@ def serve(**flags: Any) -> None:
 @main.command()
 @discovery_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def discover(as_json: bool, **flags: Any) -> None:
+@click.option(
+    "--topology",
+    "show_topology",
+    is_flag=True,
+    help="Show how the GPUs are linked, as `nvidia-smi topo -m` does (with --json: add a topology key).",
+)
+def discover(as_json: bool, show_topology: bool, **flags: Any) -> None:
     """Show the devices this node has."""
     from gpu_device_plugin.cli.render import inventory_json, inventory_table
+    from gpu_device_plugin.cli.render_topology import topology_json, topology_matrix
     from gpu_device_plugin.discovery.factory import make_backend
 
     def body() -> None:
         backend = make_backend(discovery_config(**flags))
         inventory = backend.discover()
-        click.echo(json.dumps(inventory_json(inventory), indent=2) if as_json else inventory_table(inventory))
+        if as_json:
+            data = inventory_json(inventory)
+            if show_topology:
+                data["topology"] = topology_json(inventory)
+            click.echo(json.dumps(data, indent=2))
+        else:
+            click.echo(topology_matrix(inventory) if show_topology else inventory_table(inventory))
 
     run_or_exit(body)
 

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from opentelemetry import trace
+
 from gpu_device_plugin.allocator import topology_policy
 from gpu_device_plugin.config import HealthConfig, ServeConfig
 from gpu_device_plugin.daemon import run_root_tasks
@@ -20,43 +22,67 @@ from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.supervisor import PluginSupervisor
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, Metrics, MetricsSink, serve_metrics
 from gpu_device_plugin.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 
-async def serve(config: ServeConfig, tracing: Tracing, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: ServeConfig,
+    tracing: Tracing,
+    stop: asyncio.Event | None = None,
+    *,
+    metrics: Metrics | None = None,
+) -> None:
+    """Run until stopped. `metrics`: the object to record into when --metrics-address is set
+    (tests pass their own to read its URL); made here when not given."""
     backend = make_backend(config.discovery)
     inventory = initial_inventory(backend, fail_on_init_error=config.discovery.fail_on_init_error)
     cell = SnapshotCell(inventory)
+    tasks: dict[str, Coroutine[Any, Any, None]] = {}
+    sink: MetricsSink = NULL_METRICS
+    if config.metrics_address is not None:
+        metrics = metrics or Metrics()
+        sink = metrics
+        tasks["metrics"] = serve_metrics(
+            metrics, cell, resource_name=config.resource_name, address=config.metrics_address
+        )
     service = DevicePluginService(
         resource_name=config.resource_name,
         cell=cell,
         allocate_options=config.allocate,
         preferred_policy=topology_policy,
+        metrics=sink,
     )
     supervisor = PluginSupervisor(
         service=service,
         plugin_dir=config.device_plugin_dir,
         tracer=tracing.tracer,
         interceptors=tracing.interceptors,
+        metrics=sink,
     )
-    tasks: dict[str, Coroutine[Any, Any, None]] = {"plugin-server": supervisor.run()}
-    health = health_source(backend, cell, config.health)
+    tasks["plugin-server"] = supervisor.run()
+    health = health_source(backend, cell, config.health, metrics=sink, tracer=tracing.tracer)
     if health is not None:
         tasks["health"] = health
     await run_root_tasks(tasks, stop=stop)
 
 
 def health_source(
-    backend: DiscoveryBackend, cell: SnapshotCell[Inventory], config: HealthConfig
+    backend: DiscoveryBackend,
+    cell: SnapshotCell[Inventory],
+    config: HealthConfig,
+    *,
+    metrics: MetricsSink = NULL_METRICS,
+    tracer: trace.Tracer | None = None,
 ) -> Coroutine[Any, Any, None] | None:
     """The health loop that fits the backend, or None when there is nothing to watch."""
     if not config.enabled:
         log.info("health checks are off (--health-checks %s): devices stay as discovered", config.checks)
         return None
     if isinstance(backend, FakeBackend) and backend.config_path is not None:
-        return follow_fake_file(backend.config_path, cell, xids=config.xids)
+        return follow_fake_file(backend.config_path, cell, xids=config.xids, metrics=metrics, tracer=tracer)
     if isinstance(backend, NvmlBackend) and cell.value.devices:
         return NvmlHealthSource(
             session=backend.session,
@@ -64,5 +90,7 @@ def health_source(
             tracker=HealthTracker(config.recovery),
             xids=config.xids,
             probe_interval_s=config.probe_interval_s,
+            metrics=metrics,
+            tracer=tracer or trace.NoOpTracer(),
         ).run()
     return None

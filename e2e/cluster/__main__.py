@@ -9,6 +9,7 @@ up:    start the cluster, print its kubeconfig, and keep it up until
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -35,10 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={cluster.kubeconfig}")
         print(f"device plugin dir: {cluster.device_plugin_dir}")
         print("cluster is up; Ctrl-C to tear it down", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

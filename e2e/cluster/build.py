@@ -32,6 +32,7 @@ DEBIAN_PROGRAMS = {
     "etcd": "etcd-server",
     "openssl": "openssl",
     "cc": "gcc",
+    "unshare": "util-linux",
 }
 CNI_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -162,10 +163,14 @@ def host_programs() -> dict[str, Path]:
     found = {name.replace("-", "_"): _program(name) for name in DEBIAN_PROGRAMS}
     cni = next((d for d in CNI_DIRS if (d / "loopback").is_file()), None)
     if cni is None:
-        raise PrerequisiteError("the CNI loopback plugin is not installed: apt-get install containernetworking-plugins")
+        raise PrerequisiteError(
+            "the CNI loopback plugin is not installed: apt-get install containernetworking-plugins"
+        )
     busybox = next((p for p in BUSYBOX_CANDIDATES if p.is_file()), None)
     if busybox is None or b"ld-linux" in busybox.read_bytes()[:4096]:
-        raise PrerequisiteError("a static busybox is needed for the workload image: apt-get install busybox-static")
+        raise PrerequisiteError(
+            "a static busybox is needed for the workload image: apt-get install busybox-static"
+        )
     found["cni_bin_dir"] = cni
     found["busybox"] = busybox
     return found

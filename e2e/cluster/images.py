@@ -30,7 +30,7 @@ class _Layer:
     buffer: io.BytesIO = field(default_factory=io.BytesIO)
 
     def __post_init__(self) -> None:
-        self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.PAX_FORMAT)
+        self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
 
     def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
@@ -60,10 +60,16 @@ class _Layer:
 
 
 def _descriptor(media_type: str, blob: bytes) -> dict[str, object]:
-    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(blob).hexdigest(), "size": len(blob)}
+    return {
+        "mediaType": media_type,
+        "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+        "size": len(blob),
+    }
 
 
-def write_oci_archive(target: Path, *, name: str, layer: bytes, entrypoint: list[str], cmd: list[str]) -> Path:
+def write_oci_archive(
+    target: Path, *, name: str, layer: bytes, entrypoint: list[str], cmd: list[str]
+) -> Path:
     """Write a one-layer image `name` as an OCI image-layout tar at `target`."""
     config = json.dumps(
         {
@@ -89,7 +95,11 @@ def write_oci_archive(target: Path, *, name: str, layer: bytes, entrypoint: list
         "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1],
     }
     index = json.dumps(
-        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifest_descriptor]},
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [manifest_descriptor],
+        },
         sort_keys=True,
     ).encode()
     archive = _Layer()
@@ -112,7 +122,9 @@ def pause_image(pause_binary: Path, target: Path) -> Path:
 
 def busybox_image(busybox: Path, target: Path) -> Path:
     """The workload image: static busybox at /bin/busybox plus a link per applet."""
-    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    applets = subprocess.run(
+        [str(busybox), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
     layer = _Layer()
     for directory in ("bin", "etc", "tmp", "proc", "sys", "dev"):
         layer.directory(directory, 0o1777 if directory == "tmp" else 0o755)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from . import images, pki
 from .build import Toolchain
@@ -45,6 +47,8 @@ SERVICE_CIDR = "198.18.0.0/24"
 #: Kernel settings that the kubelet sets on start; close() puts them back.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
+#: Where the kubelet always looks for device plugins, whatever its --root-dir.
+HOST_DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 
 #: Where component logs go (default: a new folder under the system temp dir).
@@ -73,7 +77,9 @@ class LocalCluster:
         self.run_id = secrets.token_hex(3)
         # Short: unix socket paths below it must stay under 108 bytes.
         self.root = root or Path(tempfile.mkdtemp(prefix=f"gdp-e2e-{self.run_id}-", dir="/tmp"))
-        default_logs = Path(tempfile.gettempdir()) / "gpu-dp-e2e-logs" / time.strftime(f"%Y%m%d-%H%M%S-{self.run_id}")
+        default_logs = (
+            Path(tempfile.gettempdir()) / "gpu-dp-e2e-logs" / time.strftime(f"%Y%m%d-%H%M%S-{self.run_id}")
+        )
         self.logs = logs or Path(os.environ.get(ENV_LOGS) or default_logs)
         self.node_name = NODE_NAME
         self.cgroup_root = f"/gpu-dp-e2e-{self.run_id}"
@@ -82,7 +88,8 @@ class LocalCluster:
         self.device_plugin_dir = self.kubelet_root / "device-plugins"
         self.kubeconfig = self.root / "admin.kubeconfig"
         self.ports = {
-            name: free_port() for name in ("etcd-client", "etcd-peer", "apiserver", "kubelet", "kubelet-healthz")
+            name: free_port()
+            for name in ("etcd-client", "etcd-peer", "apiserver", "kubelet", "kubelet-healthz")
         }
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -90,6 +97,7 @@ class LocalCluster:
         self._sysctls: dict[str, str] = {}
         self._cgroups_made: list[Path] = []
         self._pki: pki.ClusterPKI | None = None
+        self._made_host_dirs: list[Path] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -135,6 +143,7 @@ class LocalCluster:
             ("remove cgroups", self._remove_cgroups),
             ("restore sysctls", self._restore_sysctls),
             ("remove container log links", self._remove_container_log_links),
+            ("remove host dirs", self._remove_host_dirs),
             ("remove root", lambda: shutil.rmtree(self.root, ignore_errors=True)),
         ]
         for what, step in steps:
@@ -160,12 +169,21 @@ class LocalCluster:
     def log_path(self, component: str) -> Path:
         return self.logs / f"{component}.log"
 
-    def api_get(self, path: str) -> dict[str, object]:
+    def api_get(self, path: str) -> dict[str, Any]:
         """GET a path of the API server as the cluster admin (stdlib only)."""
         with urllib.request.urlopen(self.server + path, context=self._admin_tls(), timeout=10) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
-    def api_patch(self, path: str, patch: dict[str, object]) -> dict[str, object]:
+    def kubelet_metrics(self) -> str:
+        """The kubelet's Prometheus metrics, read on its own port as the cluster admin."""
+        context = self._admin_tls()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # its serving certificate is self-signed
+        url = f"https://127.0.0.1:{self.ports['kubelet']}/metrics"
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            return response.read().decode()  # type: ignore[no-any-return]
+
+    def api_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         request = urllib.request.Request(
             self.server + path,
             data=json.dumps(patch).encode(),
@@ -182,7 +200,7 @@ class LocalCluster:
         to remove it once the node is Ready.
         """
         node = self.api_get(f"/api/v1/nodes/{self.node_name}")
-        taints = node.get("spec", {}).get("taints") or []  # type: ignore[union-attr]
+        taints = node.get("spec", {}).get("taints") or []
         kept = [t for t in taints if t.get("key") != "node.kubernetes.io/not-ready"]
         if kept != taints:
             self.api_patch(f"/api/v1/nodes/{self.node_name}", {"spec": {"taints": kept or None}})
@@ -192,7 +210,7 @@ class LocalCluster:
             node = self.api_get(f"/api/v1/nodes/{self.node_name}")
         except (urllib.error.URLError, OSError):
             return False
-        conditions = node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
+        conditions = node.get("status", {}).get("conditions", [])
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def wait_node_ready(self, *, timeout: float) -> None:
@@ -215,8 +233,8 @@ class LocalCluster:
         base.mkdir(parents=True, exist_ok=True)
         config.write_text(
             f"""version = 2
-root = "{base / 'root'}"
-state = "{base / 'state'}"
+root = "{base / "root"}"
+state = "{base / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -225,7 +243,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{self.containerd_socket}"
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{base / 'opt'}"
+  path = "{base / "opt"}"
 
 [{cri}]
   sandbox_image = "{images.PAUSE_IMAGE}"
@@ -246,7 +264,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [{cri}.containerd.runtimes.runc.options]
   BinaryName = "{self.tools.runc}"
-  Root = "{base / 'runc'}"
+  Root = "{base / "runc"}"
   SystemdCgroup = false
 
 [{cri}.cni]
@@ -254,8 +272,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   conf_dir = "{cni_conf}"
 """
         )
-        self._spawn("containerd", [str(self.tools.containerd), "--config", str(config), "--log-level", "info"])
-        self._wait("containerd", lambda: self._ctr("version").returncode == 0, timeout=30, watch=("containerd",))
+        self._spawn(
+            "containerd", [str(self.tools.containerd), "--config", str(config), "--log-level", "info"]
+        )
+        self._wait(
+            "containerd", lambda: self._ctr("version").returncode == 0, timeout=30, watch=("containerd",)
+        )
 
     def _ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -331,7 +353,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "--v=1",
             ],
         )
-        self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), timeout=90, watch=("kube-apiserver",))
+        self._wait(
+            "kube-apiserver /readyz", lambda: self._api_ok("/readyz"), timeout=90, watch=("kube-apiserver",)
+        )
         pki.kubeconfig(self.kubeconfig, server=self.server, ca=p.ca.cert, client=p.admin, user="admin")
 
     def _make_cgroup_root(self) -> None:
@@ -400,7 +424,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
         config_file = self.root / "kubelet-config.json"
         config_file.write_text(json.dumps(config, indent=2))
-        self._commands["kubelet"] = [
+        self.device_plugin_dir.mkdir(parents=True, exist_ok=True)
+        wanted = (*reversed(HOST_DEVICE_PLUGIN_DIR.parents[:-1]), HOST_DEVICE_PLUGIN_DIR)
+        self._made_host_dirs = [folder for folder in wanted if not folder.exists()]
+        HOST_DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+        kubelet = [
             str(self.tools.kubelet),
             f"--config={config_file}",
             f"--kubeconfig={kubeconfig}",
@@ -409,6 +437,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f"--hostname-override={self.node_name}",
             "--v=2",
         ]
+        # The kubelet's device-plugin folder is a constant, not under --root-dir:
+        # give the kubelet a mount namespace of its own where that constant
+        # path is our folder. Its own mounts die with it, too.
+        bind = f"mount --bind {shlex.quote(str(self.device_plugin_dir))} {HOST_DEVICE_PLUGIN_DIR}"
+        self._commands["kubelet"] = [
+            "unshare", "--mount", "--propagation", "slave",
+            "sh", "-c", f"{bind} && exec {shlex.join(kubelet)}",
+        ]  # fmt: skip
         self.start_kubelet()
 
     def _start_scheduler(self) -> None:
@@ -445,7 +481,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             log.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             log.flush()
             self._processes[name] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
 
     def _stop(self, name: str, *, timeout: float = 15) -> None:
@@ -474,7 +515,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 return
             if time.monotonic() > deadline:
                 tails = "\n".join(self._tail(name) for name in watch)
-                raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}; logs in {self.logs}\n{tails}")
+                raise ClusterError(
+                    f"timed out after {timeout:.0f} s waiting for {what}; logs in {self.logs}\n{tails}"
+                )
             time.sleep(0.2)
 
     def _tail(self, name: str, lines: int = 30) -> str:
@@ -526,7 +569,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _kill_cgroup_processes(self) -> None:
         """SIGKILL every process in the pod cgroups: containers and sandboxes we started."""
         for _ in range(20):
-            pids = set()
+            pids: set[int] = set()
             for folder in self._cgroup_dirs():
                 with contextlib.suppress(OSError):
                     pids.update(int(pid) for pid in (folder / "cgroup.procs").read_text().split())
@@ -575,6 +618,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             with contextlib.suppress(OSError):
                 if path.read_text().strip() != value:
                     path.write_text(value)
+
+    def _remove_host_dirs(self) -> None:
+        """Remove the empty mount point folders we made (never one that was there before)."""
+        for folder in reversed(self._made_host_dirs):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def _remove_container_log_links(self) -> None:
         if not CONTAINER_LOG_LINKS.is_dir():

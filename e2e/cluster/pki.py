@@ -42,7 +42,9 @@ def _issue(openssl: Path, folder: Path, ca: KeyPair, name: str, subject: str, ex
     csr = folder / f"{name}.csr"
     ext = folder / f"{name}.ext"
     ext.write_text(extensions)
-    _openssl(openssl, "req", "-new", "-nodes", *CURVE, "-keyout", str(pair.key), "-out", str(csr), "-subj", subject)
+    _openssl(
+        openssl, "req", "-new", "-nodes", *CURVE, "-keyout", str(pair.key), "-out", str(csr), "-subj", subject
+    )
     _openssl(
         openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
         "-CAcreateserial", "-days", "7", "-out", str(pair.cert), "-extfile", str(ext),
@@ -72,13 +74,19 @@ def create(openssl: Path, folder: Path, *, node_name: str) -> ClusterPKI:
         "DNS:kubernetes.default.svc\n",
     )  # fmt: skip
     sa_key, sa_pub = folder / "sa.key", folder / "sa.pub"
-    _openssl(openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(sa_key))
+    _openssl(
+        openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(sa_key)
+    )
     _openssl(openssl, "pkey", "-in", str(sa_key), "-pubout", "-out", str(sa_pub))
     return ClusterPKI(
         ca=ca,
         apiserver=apiserver,
         apiserver_kubelet_client=_client(
-            openssl, folder, ca, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client"
+            openssl,
+            folder,
+            ca,
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
         ),
         admin=_client(openssl, folder, ca, "admin", "/O=system:masters/CN=kubernetes-admin"),
         kubelet=_client(openssl, folder, ca, "kubelet", f"/O=system:nodes/CN=system:node:{node_name}"),
@@ -96,7 +104,9 @@ def kubeconfig(target: Path, *, server: str, ca: Path, client: KeyPair, user: st
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}
+        ],
         "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
         "current-context": "e2e",
     }

@@ -48,9 +48,18 @@ class ClusterUnderTest:
     node_name: str
     local: LocalCluster | None
 
+    def kubelet_metrics(self) -> str:
+        """The kubelet's /metrics: straight from its port locally (the API server's node proxy
+        refuses loopback addresses), through that proxy elsewhere."""
+        if self.local is not None:
+            return self.local.kubelet_metrics()
+        return str(self.core.connect_get_node_proxy_with_path(self.node_name, "metrics"))
+
     def require_host_control(self) -> LocalCluster:
         if self.local is None:
-            pytest.skip("needs control of the node's host (local cluster only, not an existing E2E_KUBECONFIG)")
+            pytest.skip(
+                "needs control of the node's host (local cluster only, not an existing E2E_KUBECONFIG)"
+            )
         return self.local
 
 
@@ -67,7 +76,9 @@ class PluginUnderTest:
     def set_health(self, uuid: str, healthy: bool) -> None:
         assert self.config is not None
         (self.unhealthy.discard if healthy else self.unhealthy.add)(uuid)
-        support.write_config(self.config, support.fake_config(self.uuids, unhealthy=frozenset(self.unhealthy)))
+        support.write_config(
+            self.config, support.fake_config(self.uuids, unhealthy=frozenset(self.unhealthy))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -88,10 +99,7 @@ def cluster() -> Iterator[ClusterUnderTest]:
     try:
         api = config.new_client_from_config(config_file=kubeconfig)
         core = client.CoreV1Api(api)
-        if local is not None:
-            node_name = local.node_name
-        else:
-            node_name = os.environ.get(ENV_NODE) or _only_node(core)
+        node_name = local.node_name if local is not None else os.environ.get(ENV_NODE) or _only_node(core)
         yield ClusterUnderTest(api=api, core=core, node_name=node_name, local=local)
     finally:
         if local is not None:

@@ -88,7 +88,9 @@ def wait_for(
     raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {describe(current)}")
 
 
-def node_resource(node: client.V1Node | None, kind: str = "allocatable", resource: str = RESOURCE) -> int | None:
+def node_resource(
+    node: client.V1Node | None, kind: str = "allocatable", resource: str = RESOURCE
+) -> int | None:
     if node is None or node.status is None:
         return None
     values = getattr(node.status, kind) or {}
@@ -108,15 +110,54 @@ def wait_node_resource(
     )
 
 
+REGISTRATION_METRIC = "kubelet_device_plugin_registration_total"
+
+
+def registrations(metrics_text: str, resource: str = RESOURCE) -> int:
+    """How often the running kubelet has accepted a registration for `resource`, from its metrics."""
+    pattern = re.compile(
+        rf'^{REGISTRATION_METRIC}\{{[^}}]*resource_name="{re.escape(resource)}"[^}}]*\}} (\S+)$', re.MULTILINE
+    )
+    return sum(int(float(value)) for value in pattern.findall(metrics_text))
+
+
+def wait_registered(
+    metrics: Callable[[], str], *, more_than: int, timeout: float, resource: str = RESOURCE
+) -> int:
+    """Wait for the kubelet to count a new registration (a metric: there is nothing to watch)."""
+    deadline = time.monotonic() + timeout
+    seen: int | str = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            count = registrations(metrics(), resource)
+        except (ApiException, OSError) as error:  # the kubelet may still be starting
+            seen = repr(error)
+        else:
+            if count > more_than:
+                return count
+            seen = count
+        time.sleep(0.2)
+    raise WaitTimeout(
+        f"the kubelet counted no new registration of {resource} in {timeout:.0f} s (last: {seen})"
+    )
+
+
 def _pod_state(pod: client.V1Pod | None) -> str:
     if pod is None:
         return "gone"
     conditions = {c.type: f"{c.status}/{c.reason}: {c.message}" for c in pod.status.conditions or []}
-    return f"phase={pod.status.phase} conditions={conditions}"
+    status = pod.status
+    return f"phase={status.phase} reason={status.reason} message={status.message} conditions={conditions}"
 
 
 def wait_pod(
-    core: client.CoreV1Api, namespace: str, name: str, predicate: Callable[[Any], bool], *, timeout: float, what: str
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    predicate: Callable[[Any], bool],
+    *,
+    timeout: float,
+    what: str,
 ) -> Any:
     return wait_for(
         core.list_namespaced_pod,
@@ -209,26 +250,22 @@ def fake_uuids(count: int = 8) -> list[str]:
     return [f"GPU-e2e{index:05x}-0000-4000-8000-{index:012x}" for index in range(count)]
 
 
-#: Optional `topology: {preset: NAME}` for the fake backend (see the plugin's presets).
-TOPOLOGY_PRESET = os.environ.get("E2E_TOPOLOGY_PRESET")
+#: The fake backend's topology preset (the plugin's discovery/presets.py): eight
+#: H100s with NVLink and two NUMA nodes. E2E_TOPOLOGY_PRESET="" leaves it out.
+TOPOLOGY_PRESET = os.environ.get("E2E_TOPOLOGY_PRESET", "dgx-h100")
 
 
 def fake_config(uuids: list[str], *, unhealthy: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Eight GPUs with our own UUIDs, in two NUMA nodes of four."""
+    """Eight GPUs with our own UUIDs, laid out by the topology preset (else two NUMA nodes of four)."""
+    devices: list[dict[str, Any]] = []
+    for index, uuid in enumerate(uuids):
+        device: dict[str, Any] = {"uuid": uuid, "index": index}
+        if not TOPOLOGY_PRESET:
+            device["numa"] = index * 2 // len(uuids)
+        device["health"] = "Unhealthy" if uuid in unhealthy else "Healthy"
+        devices.append(device)
     config: dict[str, Any] = {"topology": {"preset": TOPOLOGY_PRESET}} if TOPOLOGY_PRESET else {}
-    return config | {
-        "devices": [
-            {
-                "uuid": uuid,
-                "index": index,
-                "model": "Fake GPU E2E",
-                "memory_mib": 16384,
-                "numa": index * 2 // len(uuids),
-                "health": "Unhealthy" if uuid in unhealthy else "Healthy",
-            }
-            for index, uuid in enumerate(uuids)
-        ]
-    }
+    return config | {"devices": devices}
 
 
 def write_config(path: Path, config: dict[str, Any]) -> None:
@@ -276,7 +313,9 @@ class PluginProcess:
 
     def start(self) -> None:
         if not self.binary.is_file():
-            raise AssertionError(f"plugin binary {self.binary} not found (set E2E_PLUGIN_BIN or install the project)")
+            raise AssertionError(
+                f"plugin binary {self.binary} not found (set E2E_PLUGIN_BIN or install the project)"
+            )
         assert self.process is None or self.process.poll() is not None, "plugin already running"
         with self.log.open("ab") as out:
             out.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(self.command())}\n".encode())
@@ -312,7 +351,9 @@ class PluginProcess:
                 self.process.wait(timeout=10)
 
 
-def run_plugin_once(binary: Path, config: Path, device_plugin_dir: Path, *, timeout: float = 30) -> tuple[int, str]:
+def run_plugin_once(
+    binary: Path, config: Path, device_plugin_dir: Path, *, timeout: float = 30
+) -> tuple[int, str]:
     """Start the plugin and wait for it to exit by itself (it must, on a broken config)."""
     command = [
         str(binary), "serve", "--discovery", "fake", "--fake-config", str(config),

@@ -1,7 +1,7 @@
 """GetPreferredAllocation: validate a request, then ask a policy for the set.
 
 A policy only ever sees valid requests: `preferred_allocation` checks the
-kubelet's input once, so every policy (in-order now, topology-aware later) can
+kubelet's input once, so every policy (in-order, topology-aware) can
 assume must_include lies within available and the size fits.
 """
 

@@ -8,11 +8,12 @@ run against a fake that implements the subset used here (`NvmlLibrary`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from gpu_device_plugin.discovery.nvml_topology import read_topology
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Device, Inventory
 from gpu_device_plugin.inventory.model import sorted_devices
@@ -43,6 +44,13 @@ class NvmlLibrary(Protocol):
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any: ...
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...
     def nvmlDeviceGetNumaNodeId(self, handle: Any) -> int: ...
+    # Topology (nvml_topology.py). Old bindings may lack any of these: callers
+    # treat AttributeError like an NVML error, as "unknown".
+    def nvmlDeviceGetTopologyCommonAncestor(self, device1: Any, device2: Any) -> int: ...
+    def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int: ...
+    def nvmlDeviceGetNvLinkRemotePciInfo(self, device: Any, link: int) -> Any: ...
+    def nvmlDeviceGetNvLinkRemoteDeviceType(self, handle: Any, link: int) -> int: ...
+    def nvmlDeviceGetCpuAffinity(self, handle: Any, cpuSetSize: int) -> Sequence[int]: ...
 
 
 def load_pynvml() -> NvmlLibrary:
@@ -101,6 +109,8 @@ class NvmlBackend:
         devices = [self._device(lib, index) for index in range(count)]
         return Inventory(
             devices=sorted_devices(devices),
+            # Never raises: what cannot be read is left unknown and logged.
+            topology=read_topology(lib, devices),
             backend=self.name,
             driver_version=driver,
             cuda_version=cuda,

@@ -13,12 +13,15 @@ import asyncio
 import logging
 from pathlib import Path
 
+from opentelemetry import trace
+
 from gpu_device_plugin.discovery.fake_config import fake_id, load_fake_config, to_inventory
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.xid import XidPolicy, describe_xid
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +49,35 @@ async def follow_fake_file(
     *,
     xids: XidPolicy | None = None,
     ready: asyncio.Event | None = None,
+    metrics: MetricsSink = NULL_METRICS,
+    tracer: trace.Tracer | None = None,
 ) -> None:
     policy = xids or XidPolicy()
+    tracer = tracer or trace.NoOpTracer()
     folder = path.resolve().parent  # noqa: ASYNC240 - once, at start
     with FolderWatch(folder) as watcher:
         # Re-read once the watch is in place: an edit made before it would be lost.
-        reread(path, cell, policy)
+        reread(path, cell, policy, metrics=metrics, tracer=tracer)
         if ready is not None:
             ready.set()
         while True:
             await watcher.next_changes()
-            reread(path, cell, policy)
+            reread(path, cell, policy, metrics=metrics, tracer=tracer)
 
 
-def reread(path: Path, cell: SnapshotCell[Inventory], xids: XidPolicy) -> None:
+def reread(
+    path: Path,
+    cell: SnapshotCell[Inventory],
+    xids: XidPolicy,
+    *,
+    metrics: MetricsSink = NULL_METRICS,
+    tracer: trace.Tracer | None = None,
+) -> None:
     try:
         newer = fake_snapshot(path, xids)
     except ConfigError as err:
         log.warning("ignoring an edit of the fake config (keeping the last good one): %s", err)
         return
-    publish_snapshot(cell, newer, source=f"fake config {path}")
+    publish_snapshot(
+        cell, newer, source=f"fake config {path}", metrics=metrics, tracer=tracer or trace.NoOpTracer()
+    )

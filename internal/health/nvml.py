@@ -23,11 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
 from gpu_device_plugin.discovery.nvml import NvmlLibrary, NvmlSession
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.health.xid import XidPolicy, describe_xid
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ class NvmlHealthSource:
     call_timeout_s: float = 5.0
     event_wait_ms: int = 500
     clock: Callable[[], float] = time.monotonic
+    metrics: MetricsSink = NULL_METRICS
+    tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
     _probing: set[str] = field(default_factory=set, init=False)
 
     @property
@@ -147,7 +152,13 @@ class NvmlHealthSource:
 
     def _publish(self) -> None:
         verdicts = self.tracker.verdicts(self.clock())
-        publish_snapshot(self.cell, self.cell.value.with_health(verdicts), source="nvml")
+        publish_snapshot(
+            self.cell,
+            self.cell.value.with_health(verdicts),
+            source="nvml",
+            metrics=self.metrics,
+            tracer=self.tracer,
+        )
 
     async def _probe_all(self, executor: ThreadPoolExecutor) -> None:
         devices = [d.id for d in self.cell.value.devices if d.id not in self._probing]

@@ -1,22 +1,79 @@
-"""Publishing a new snapshot, with one log line and one span event per health change."""
+"""Publishing a new snapshot, with one log line, one span event and one count per health change.
+
+Health loops run outside any request, so a snapshot with health changes gets a
+short span of its own ("HealthUpdate", child of whatever span is current) that
+carries one event per changed device; a snapshot without changes costs no span.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.inventory.model import HealthChange
+from gpu_device_plugin.telemetry import attributes as attrs
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
 log = logging.getLogger(__name__)
+_NO_TRACER: trace.Tracer = trace.NoOpTracer()
+
+# Reasons are written by this package (xid.describe_xid, health/nvml.py); these
+# patterns read them back into a bounded set of classes for metric labels.
+_XID = re.compile(r"^XID (\d+)\b")
+_REASON_CLASSES = (
+    (re.compile(r"^XID \d+"), "xid"),
+    (re.compile(r"ECC", re.IGNORECASE), "ecc"),
+    (re.compile(r"GPU is lost"), "gpu_lost"),
+    (re.compile(r"^probe failed|did not answer"), "probe"),
+    (re.compile(r"cannot register for events"), "events"),
+    (re.compile(r"in the fake config"), "fake"),
+)
 
 
-def publish_snapshot(cell: SnapshotCell[Inventory], newer: Inventory, *, source: str) -> bool:
+def reason_class(reason: str) -> str:
+    """A metric label for a health reason: xid, ecc, gpu_lost, probe, events, fake, recovered, other."""
+    if not reason:
+        return "recovered"
+    for pattern, name in _REASON_CLASSES:
+        if pattern.search(reason):
+            return name
+    return "other"
+
+
+def xid_of(reason: str) -> int | None:
+    match = _XID.match(reason)
+    return int(match.group(1)) if match else None
+
+
+def publish_snapshot(
+    cell: SnapshotCell[Inventory],
+    newer: Inventory,
+    *,
+    source: str,
+    metrics: MetricsSink = NULL_METRICS,
+    tracer: trace.Tracer = _NO_TRACER,
+) -> bool:
     """Replace the cell's inventory; returns False when nothing changed."""
     older = cell.value
     changes = older.health_changes(newer)
+    if changes:
+        with tracer.start_as_current_span("HealthUpdate", attributes={attrs.HEALTH_SOURCE: source}):
+            _report(changes, source, metrics)
+    added = len(newer.by_id.keys() - older.by_id.keys())
+    removed = len(older.by_id.keys() - newer.by_id.keys())
+    if added or removed:
+        log.info("device set changed: %d added, %d removed (from %s)", added, removed, source)
+    return cell.publish(newer)
+
+
+def _report(changes: list[HealthChange], source: str, metrics: MetricsSink) -> None:
     span = trace.get_current_span()
     for change in changes:
+        kind = reason_class(change.reason)
         log.warning(
             "device health changed: %s %s -> %s (%s; from %s)",
             change.device_id,
@@ -25,16 +82,15 @@ def publish_snapshot(cell: SnapshotCell[Inventory], newer: Inventory, *, source:
             change.reason or "recovered",
             source,
         )
-        span.add_event(
-            "device health changed",
-            {
-                "gpu.device_id": change.device_id,
-                "gpu.health": change.after.value,
-                "gpu.reason": change.reason,
-            },
-        )
-    added = len(newer.by_id.keys() - older.by_id.keys())
-    removed = len(older.by_id.keys() - newer.by_id.keys())
-    if added or removed:
-        log.info("device set changed: %d added, %d removed (from %s)", added, removed, source)
-    return cell.publish(newer)
+        metrics.health_transition(change.after.value, kind)
+        event: dict[str, AttributeValue] = {
+            attrs.DEVICE_ID: change.device_id,
+            attrs.HEALTH: change.after.value,
+            attrs.HEALTH_BEFORE: change.before.value,
+            attrs.REASON: change.reason,
+            attrs.REASON_CLASS: kind,
+        }
+        xid = xid_of(change.reason)
+        if xid is not None:
+            event[attrs.XID] = xid
+        span.add_event(attrs.HEALTH_CHANGED_EVENT, event)

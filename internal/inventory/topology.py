@@ -92,8 +92,9 @@ def pair_key(a: str, b: str) -> tuple[str, str]:
 class Topology:
     """Links between pairs of GPUs (by UUID) and each GPU's CPU affinity.
 
-    Build it with `Topology.of(...)`: the fields hold a canonical, sorted form
-    so that equal topologies compare equal however they were assembled.
+    The fields are kept in a canonical form (pairs oriented and sorted), so
+    equal topologies compare equal however they were assembled;
+    `Topology.of(...)` takes pairs as a mapping too.
     """
 
     links: tuple[tuple[str, str, Link], ...] = ()
@@ -113,6 +114,9 @@ class Topology:
             if key in index:
                 raise ValueError(f"the link between {a!r} and {b!r} is given twice")
             index[key] = link
+        # Canonical whatever the caller passed: pairs oriented and sorted.
+        object.__setattr__(self, "links", tuple((a, b, index[(a, b)]) for a, b in sorted(index)))
+        object.__setattr__(self, "cpu_affinity", tuple(sorted(dict(self.cpu_affinity).items())))
         object.__setattr__(self, "_links", index)
         object.__setattr__(self, "_affinity", dict(self.cpu_affinity))
 
@@ -123,13 +127,10 @@ class Topology:
         cpu_affinity: Mapping[str, str] | None = None,
     ) -> Topology:
         """A topology from pairs in any order and orientation."""
-        items = (
-            [(a, b, link) for (a, b), link in links.items()] if isinstance(links, Mapping) else list(links)
-        )
-        canonical = sorted(((*pair_key(a, b), link) for a, b, link in items), key=lambda t: (t[0], t[1]))
+        items = links.items() if isinstance(links, Mapping) else ((((a, b), link) for a, b, link in links))
         return cls(
-            links=tuple(canonical),
-            cpu_affinity=tuple(sorted((cpu_affinity or {}).items())),
+            links=tuple((a, b, link) for (a, b), link in items),
+            cpu_affinity=tuple((cpu_affinity or {}).items()),
         )
 
     def link(self, a: str, b: str) -> Link | None:
@@ -138,9 +139,6 @@ class Topology:
 
     def affinity(self, uuid: str) -> str | None:
         return self._affinity.get(uuid)
-
-    def __len__(self) -> int:
-        return len(self.links)
 
 
 def cpu_list(cpus: Iterable[int]) -> str:

@@ -19,6 +19,8 @@ from opentelemetry import trace
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+from gpu_device_plugin.telemetry import attributes as attrs
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink, result_label
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ async def register_until_accepted(
     tracer: trace.Tracer,
     backoff: Backoff = Backoff(),
     attempt_timeout: float = 5.0,
+    metrics: MetricsSink = NULL_METRICS,
 ) -> int:
     """Register, retrying until the kubelet accepts; returns the number of attempts."""
     waiting_said = ""
@@ -57,20 +60,23 @@ async def register_until_accepted(
         with tracer.start_as_current_span("Register") as span:
             span.set_attributes(
                 {
-                    "gpu.resource_name": request.resource_name,
-                    "gpu.endpoint": request.endpoint,
-                    "gpu.attempt": attempt,
+                    attrs.RESOURCE_NAME: request.resource_name,
+                    attrs.ENDPOINT: request.endpoint,
+                    attrs.ATTEMPT: attempt,
                 }
             )
             try:
                 await register_once(kubelet_socket, request, timeout=attempt_timeout)
             except grpc.aio.AioRpcError as err:
+                metrics.registration(result_label(err.code()))
+                span.set_attribute(attrs.ERROR_CODE, str(err.code().name))
                 span.set_status(trace.Status(trace.StatusCode.ERROR, err.details() or ""))
                 reason = _reason(kubelet_socket, err)
                 if reason != waiting_said:
                     log.warning("waiting for the kubelet at %s: %s", kubelet_socket, reason)
                     waiting_said = reason
             else:
+                metrics.registration(result_label(None))
                 log.info(
                     "registered as %s (endpoint %s, attempt %d)",
                     request.resource_name,

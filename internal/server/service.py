@@ -9,6 +9,7 @@ kubelet's (or a user's) to fix, not ours, and must never crash the daemon.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -27,7 +28,15 @@ from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
+from gpu_device_plugin.server.span_attributes import (
+    allocate_attributes,
+    preferred_request_attributes,
+    preferred_response_attributes,
+    refusal_attributes,
+)
 from gpu_device_plugin.server.status import status_code
+from gpu_device_plugin.telemetry import attributes as attrs
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink, result_label
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     allocate_options: AllocateOptions
     # None means GetPreferredAllocation is not offered; the options say so.
     preferred_policy: PreferredPolicy | None
+    # NULL_METRICS unless --metrics-address is set: recording then costs a no-op call.
+    metrics: MetricsSink = NULL_METRICS
     # Every snapshot is rendered once and shared by all streams.
     _rendered: tuple[Inventory | None, pb.ListAndWatchResponse] = field(
         default=(None, pb.ListAndWatchResponse()), init=False, repr=False
@@ -72,8 +83,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         span = trace.get_current_span()
         async for inventory in self.cell.watch():
             span.add_event(
-                "devices sent",
-                {"devices": len(inventory.devices), "healthy": inventory.healthy_count},
+                attrs.DEVICES_SENT_EVENT,
+                {attrs.DEVICES: len(inventory.devices), attrs.HEALTHY: inventory.healthy_count},
             )
             yield self._render(inventory)
 
@@ -82,24 +93,39 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         request: pb.PreferredAllocationRequest,
         context: grpc.aio.ServicerContext[pb.PreferredAllocationRequest, pb.PreferredAllocationResponse],
     ) -> pb.PreferredAllocationResponse:
+        started = time.perf_counter()
+        try:
+            response = self._preferred(request)
+        except RequestError as err:
+            self.metrics.preferred_allocation(result_label(status_code(err)))
+            await self._refuse(context, "GetPreferredAllocation", err)
+        else:
+            self.metrics.preferred_allocation(result_label(None))
+            return response
+        finally:
+            self.metrics.rpc_latency("GetPreferredAllocation", time.perf_counter() - started)
+
+    def _preferred(self, request: pb.PreferredAllocationRequest) -> pb.PreferredAllocationResponse:
+        span = trace.get_current_span()
+        recording = span.is_recording()
+        if recording:
+            span.set_attributes(preferred_request_attributes(self.resource_name, request))
         policy = self.preferred_policy
         if policy is None:
-            not_offered = RequestError("preferred allocation is not offered")
-            await self._refuse(context, "GetPreferredAllocation", not_offered)
+            raise RequestError("preferred allocation is not offered")
         inventory = self.cell.value
         response = pb.PreferredAllocationResponse()
-        try:
-            for req in request.container_requests:
-                chosen = preferred_allocation(
-                    inventory,
-                    list(req.available_deviceIDs),
-                    list(req.must_include_deviceIDs),
-                    req.allocation_size,
-                    policy,
-                )
-                response.container_responses.add(deviceIDs=chosen)
-        except RequestError as err:
-            await self._refuse(context, "GetPreferredAllocation", err)
+        for req in request.container_requests:
+            chosen = preferred_allocation(
+                inventory,
+                list(req.available_deviceIDs),
+                list(req.must_include_deviceIDs),
+                req.allocation_size,
+                policy,
+            )
+            response.container_responses.add(deviceIDs=chosen)
+        if recording:
+            span.set_attributes(preferred_response_attributes(inventory, response))
         return response
 
     async def Allocate(
@@ -107,19 +133,30 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         request: pb.AllocateRequest,
         context: grpc.aio.ServicerContext[pb.AllocateRequest, pb.AllocateResponse],
     ) -> pb.AllocateResponse:
-        inventory = self.cell.value
+        started = time.perf_counter()
         try:
-            # Build every container's answer before replying: all or nothing.
-            allocations = [
-                container_allocation(inventory, list(req.devices_ids), self.allocate_options)
-                for req in request.container_requests
-            ]
+            response = self._allocate(request)
         except RequestError as err:
+            self.metrics.allocation(result_label(status_code(err)))
             await self._refuse(context, "Allocate", err)
+        else:
+            self.metrics.allocation(result_label(None))
+            return response
+        finally:
+            self.metrics.rpc_latency("Allocate", time.perf_counter() - started)
+
+    def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(allocate_attributes(self.resource_name, self.allocate_options, request))
+        inventory = self.cell.value
+        # Build every container's answer before replying: all or nothing.
+        allocations = [
+            container_allocation(inventory, list(req.devices_ids), self.allocate_options)
+            for req in request.container_requests
+        ]
         if not allocations:
-            await self._refuse(
-                context, "Allocate", RequestError("container_requests: the request names no container")
-            )
+            raise RequestError("container_requests: the request names no container")
         return pb.AllocateResponse(container_responses=[container_allocate_response(a) for a in allocations])
 
     async def PreStartContainer(
@@ -136,8 +173,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         code = status_code(err)
         log.info("%s refused (%s): %s", rpc, code.name, err)
         span = trace.get_current_span()
-        span.set_attribute("gpu.refused_ids", list(err.ids))
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if span.is_recording():
+            span.set_attributes(refusal_attributes(code, err))
         span.set_status(trace.Status(trace.StatusCode.ERROR, f"{code.name}: {err}"))
         await context.abort(code, str(err))
         raise AssertionError("context.abort always raises")

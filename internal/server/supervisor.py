@@ -26,6 +26,8 @@ from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.registration import API_VERSION, Backoff, register_until_accepted
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
+from gpu_device_plugin.telemetry import attributes as attrs
+from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class PluginSupervisor:
     stop_grace: float = 0.5
     # Called with each generation's socket path once registered (tests, demo).
     on_registered: Callable[[Path], None] | None = None
+    metrics: MetricsSink = NULL_METRICS
     generation: int = field(default=0, init=False)
     current_socket: Path | None = field(default=None, init=False)
 
@@ -56,6 +59,15 @@ class PluginSupervisor:
             while True:
                 reason = await self._run_generation(watcher)
                 log.info("kubelet restart seen (%s): starting a new server and registering again", reason)
+                self.metrics.kubelet_restart()
+                # A point in the trace where the next generation's Register spans begin.
+                with self.tracer.start_as_current_span("KubeletRestart") as span:
+                    span.set_attributes(
+                        {
+                            attrs.RESOURCE_NAME: self.service.resource_name,
+                            attrs.RESTART_REASON: reason,
+                        }
+                    )
 
     async def _run_generation(self, watcher: FolderWatch) -> str:
         self.generation += 1
@@ -82,7 +94,9 @@ class PluginSupervisor:
             resource_name=self.service.resource_name,
             options=self.service.options,
         )
-        await register_until_accepted(self.kubelet_socket, request, tracer=self.tracer, backoff=self.backoff)
+        await register_until_accepted(
+            self.kubelet_socket, request, tracer=self.tracer, backoff=self.backoff, metrics=self.metrics
+        )
         if self.on_registered is not None:
             self.on_registered(path)
 

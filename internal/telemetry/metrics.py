@@ -1,0 +1,204 @@
+"""Prometheus metrics, and the HTTP endpoint that serves them.
+
+`Metrics` owns its own CollectorRegistry (never the process-global one), so two
+plugins in one process (tests, benchmarks) never share a counter. When
+`--metrics-address` is not given, every layer gets `NULL_METRICS` instead: the
+same methods doing nothing, so the RPC path pays one no-op call and no branch.
+
+Layers call the recording methods with plain strings; the label values they
+pass are bounded sets (gRPC status names, health states, reason classes),
+never device ids or free text.
+
+The endpoint is prometheus_client's own threaded WSGI server: it speaks HTTP
+properly (HEAD, gzip, OpenMetrics negotiation) and a scrape renders in its
+thread, not on the event loop that answers the kubelet. Nothing here may block
+the event loop or raise into the RPC path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+from gpu_device_plugin import __version__
+from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
+
+log = logging.getLogger(__name__)
+
+PREFIX = "gpu_device_plugin_"
+# Unary device-plugin RPCs answer in well under a millisecond on a quiet node;
+# the top buckets catch a starved event loop.
+RPC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class MetricsSink(Protocol):
+    """What the layers record; `Metrics` and `NullMetrics` both implement it."""
+
+    def rpc_latency(self, method: str, seconds: float) -> None: ...
+    def allocation(self, result: str) -> None: ...
+    def preferred_allocation(self, result: str) -> None: ...
+    def registration(self, result: str) -> None: ...
+    def kubelet_restart(self) -> None: ...
+    def health_transition(self, to: str, reason_class: str) -> None: ...
+    def inventory(self, resource_name: str, inventory: Inventory) -> None: ...
+
+
+class NullMetrics:
+    """Metrics switched off: every method does nothing."""
+
+    def rpc_latency(self, method: str, seconds: float) -> None:
+        pass
+
+    def allocation(self, result: str) -> None:
+        pass
+
+    def preferred_allocation(self, result: str) -> None:
+        pass
+
+    def registration(self, result: str) -> None:
+        pass
+
+    def kubelet_restart(self) -> None:
+        pass
+
+    def health_transition(self, to: str, reason_class: str) -> None:
+        pass
+
+    def inventory(self, resource_name: str, inventory: Inventory) -> None:
+        pass
+
+
+NULL_METRICS: MetricsSink = NullMetrics()
+
+
+def result_label(code: grpc.StatusCode | None) -> str:
+    """`ok`, or the gRPC status name in lower case (invalid_argument, ...)."""
+    return "ok" if code is None else str(code.name).lower()
+
+
+class Metrics:
+    """The plugin's metrics in a registry of their own, named `gpu_device_plugin_*`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        # Where the endpoint listens (with the real port when asked for :0), once it does.
+        self.url: str | None = None
+        self.listening = asyncio.Event()
+        self._devices = Gauge(
+            PREFIX + "devices",
+            "Devices advertised to the kubelet, by resource and health.",
+            ["resource", "health"],
+            registry=self.registry,
+        )
+        self._allocations = Counter(
+            PREFIX + "allocations",
+            "Allocate calls, by result (ok or the gRPC status name).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._preferred = Counter(
+            PREFIX + "preferred_allocations",
+            "GetPreferredAllocation calls, by result (ok or the gRPC status name).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            PREFIX + "rpc_duration_seconds",
+            "Time to answer a unary device-plugin RPC, in the servicer, by method.",
+            ["method"],
+            buckets=RPC_BUCKETS,
+            registry=self.registry,
+        )
+        self._registrations = Counter(
+            PREFIX + "registrations",
+            "Registration attempts with the kubelet, by result (ok or the gRPC status name).",
+            ["result"],
+            registry=self.registry,
+        )
+        self._restarts = Counter(
+            PREFIX + "kubelet_restarts",
+            "Kubelet restarts seen (kubelet.sock recreated or our socket removed).",
+            registry=self.registry,
+        )
+        self._transitions = Counter(
+            PREFIX + "health_transitions",
+            "Device health changes, by the health reached and the class of reason.",
+            ["to", "reason"],
+            registry=self.registry,
+        )
+        Info(PREFIX + "build", "Version of the plugin and its runtime.", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version(), "grpcio": grpc.__version__}
+        )
+
+    def rpc_latency(self, method: str, seconds: float) -> None:
+        self._latency.labels(method).observe(seconds)
+
+    def allocation(self, result: str) -> None:
+        self._allocations.labels(result).inc()
+
+    def preferred_allocation(self, result: str) -> None:
+        self._preferred.labels(result).inc()
+
+    def registration(self, result: str) -> None:
+        self._registrations.labels(result).inc()
+
+    def kubelet_restart(self) -> None:
+        self._restarts.inc()
+
+    def health_transition(self, to: str, reason_class: str) -> None:
+        self._transitions.labels(to, reason_class).inc()
+
+    def inventory(self, resource_name: str, inventory: Inventory) -> None:
+        healthy = inventory.healthy_count
+        self._devices.labels(resource_name, Health.HEALTHY.value).set(healthy)
+        self._devices.labels(resource_name, Health.UNHEALTHY.value).set(len(inventory.devices) - healthy)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (or [v6]:PORT) into its parts; ValueError when it is not one."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} must be HOST:PORT, e.g. 127.0.0.1:9400")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+@asynccontextmanager
+async def metrics_endpoint(metrics: Metrics, address: str) -> AsyncIterator[str]:
+    """Serve `metrics` at http://address/metrics while inside; yields the URL (real port)."""
+    host, port = parse_address(address)
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}/metrics"
+    metrics.url = url
+    metrics.listening.set()
+    log.info("serving metrics at %s", url)
+    try:
+        yield url
+    finally:
+        metrics.listening.clear()
+        metrics.url = None
+        # shutdown() waits for serve_forever's next poll (up to 0.5 s): off the loop.
+        await asyncio.shield(asyncio.to_thread(server.shutdown))
+        server.server_close()
+        thread.join(timeout=1.0)
+
+
+async def serve_metrics(
+    metrics: Metrics,
+    cell: SnapshotCell[Inventory],
+    *,
+    resource_name: str,
+    address: str,
+) -> None:
+    """Root task: the HTTP endpoint, and the device gauges kept equal to the cell."""
+    async with metrics_endpoint(metrics, address):
+        async for inventory in cell.watch():
+            metrics.inventory(resource_name, inventory)

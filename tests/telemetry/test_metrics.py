@@ -1,0 +1,202 @@
+"""Metrics as a scraper sees them: the running plugin's /metrics endpoint, over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.config import ServeConfig
+from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.health.publish import reason_class, xid_of
+from gpu_device_plugin.telemetry.metrics import Metrics, NullMetrics, parse_address
+from support.fakegpus import write_fake_config
+from support.kubelet import KubeletSim
+from support.scrape import scrape, value
+from support.waiting import eventually
+
+P = "gpu_device_plugin_"
+
+
+async def start_with_metrics(start_plugin: Callable[..., object], config: Path) -> Metrics:
+    metrics = Metrics()
+    start_plugin(config, metrics=metrics, metrics_address="127.0.0.1:0")
+    await asyncio.wait_for(metrics.listening.wait(), 5)
+    return metrics
+
+
+def allocate(*ids: str) -> pb.AllocateRequest:
+    return pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=list(ids))])
+
+
+async def test_allocations_are_counted_by_result_with_latency(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    write_fake_config(fake_config, unhealthy=(7,))
+    metrics = await start_with_metrics(start_plugin, fake_config)
+    stub = (await kubelet.wait_registered()).stub()
+    await stub.Allocate(allocate(fake_uuid(0)))
+    await stub.Allocate(allocate(fake_uuid(1), fake_uuid(2)))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Allocate(allocate("GPU-nope"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Allocate(allocate(fake_uuid(7)))
+    assert metrics.url is not None
+    samples = await scrape(metrics.url)
+
+    assert value(samples, P + "allocations_total", result="ok") == 2
+    assert value(samples, P + "allocations_total", result="invalid_argument") == 1
+    assert value(samples, P + "allocations_total", result="failed_precondition") == 1
+    assert value(samples, P + "rpc_duration_seconds_count", method="Allocate") == 4
+    assert value(samples, P + "rpc_duration_seconds_bucket", method="Allocate", le="+Inf") == 4
+    assert value(samples, P + "registrations_total", result="ok") == 1
+    assert value(samples, P + "devices", resource="example.com/gpu", health="Healthy") == 7
+    assert value(samples, P + "devices", resource="example.com/gpu", health="Unhealthy") == 1
+    build = next(labels for (name, labels) in samples if name == P + "build_info")
+    assert ("version", "0.1.0") in build
+
+
+async def test_preferred_allocations_are_counted_by_result(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    metrics = await start_with_metrics(start_plugin, fake_config)
+    stub = (await kubelet.wait_registered()).stub()
+    ids = [fake_uuid(i) for i in range(4)]
+    request = pb.PreferredAllocationRequest(
+        container_requests=[
+            pb.ContainerPreferredAllocationRequest(available_deviceIDs=ids, allocation_size=2)
+        ]
+    )
+    await stub.GetPreferredAllocation(request)
+    request.container_requests[0].allocation_size = 0
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GetPreferredAllocation(request)
+    assert metrics.url is not None
+    samples = await scrape(metrics.url)
+    assert value(samples, P + "preferred_allocations_total", result="ok") == 1
+    assert value(samples, P + "preferred_allocations_total", result="invalid_argument") == 1
+    assert value(samples, P + "rpc_duration_seconds_count", method="GetPreferredAllocation") == 2
+
+
+async def test_health_change_is_counted_and_the_device_gauge_follows(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    metrics = await start_with_metrics(start_plugin, fake_config)
+    await kubelet.wait_registered()
+    devices = [{"uuid": fake_uuid(i)} for i in range(8)]
+    devices[3]["xid"] = 79  # type: ignore[assignment]
+    fake_config.write_text(yaml.safe_dump({"devices": devices}))
+    await kubelet.wait_for(
+        lambda: any(d.health == "Unhealthy" for d in kubelet.registrations[0].latest.devices)
+    )
+
+    def unhealthy_gauge() -> float | None:
+        return metrics.registry.get_sample_value(
+            P + "devices", {"resource": "example.com/gpu", "health": "Unhealthy"}
+        )
+
+    # The gauge's watcher wakes on the same publish as the stream: no event to wait on.
+    await eventually(lambda: unhealthy_gauge() == 1, what="the Unhealthy gauge to reach 1")
+    assert metrics.url is not None
+    samples = await scrape(metrics.url)
+    assert value(samples, P + "health_transitions_total", to="Unhealthy", reason="xid") == 1
+    assert value(samples, P + "devices", resource="example.com/gpu", health="Healthy") == 7
+
+
+async def test_refused_registrations_and_kubelet_restarts_are_counted(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    kubelet.refuse_with = grpc.StatusCode.PERMISSION_DENIED
+    metrics = await start_with_metrics(start_plugin, fake_config)
+
+    def refused() -> float:
+        got = metrics.registry.get_sample_value(P + "registrations_total", {"result": "permission_denied"})
+        return got or 0.0
+
+    await eventually(lambda: refused() >= 1, timeout=5, what="a refused registration")
+    kubelet.refuse_with = None
+    await kubelet.wait_registered()
+    await kubelet.restart()
+    await kubelet.wait_registered(count=2)
+    assert metrics.url is not None
+    samples = await scrape(metrics.url)
+    assert value(samples, P + "kubelet_restarts_total") == 1
+    assert value(samples, P + "registrations_total", result="ok") == 2
+    assert (value(samples, P + "registrations_total", result="permission_denied") or 0) >= 1
+
+
+async def test_endpoint_closes_when_the_plugin_stops(
+    kubelet: KubeletSim, fake_config: Path, start_plugin
+) -> None:
+    metrics = Metrics()
+    plugin = start_plugin(fake_config, metrics=metrics, metrics_address="127.0.0.1:0")
+    await asyncio.wait_for(metrics.listening.wait(), 5)
+    assert metrics.url is not None
+    port = int(metrics.url.rsplit(":", 1)[1].split("/")[0])
+    await plugin.shutdown()
+    assert metrics.url is None
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+def test_null_metrics_has_the_same_interface() -> None:
+    def public(cls: type) -> set[str]:
+        return {n for n in vars(cls) if not n.startswith("_") and callable(getattr(cls, n))}
+
+    assert public(NullMetrics) == public(Metrics)
+
+
+def test_each_metrics_object_has_its_own_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.allocation("ok")
+    assert first.registry.get_sample_value(P + "allocations_total", {"result": "ok"}) == 1
+    assert second.registry.get_sample_value(P + "allocations_total", {"result": "ok"}) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "parsed"),
+    [
+        pytest.param("127.0.0.1:9400", ("127.0.0.1", 9400), id="ipv4"),
+        pytest.param("0.0.0.0:0", ("0.0.0.0", 0), id="any-port"),
+        pytest.param("[::1]:9400", ("::1", 9400), id="ipv6"),
+        pytest.param("localhost:80", ("localhost", 80), id="name"),
+        pytest.param("9400", None, id="no-host"),
+        pytest.param(":9400", None, id="empty-host"),
+        pytest.param("host:port", None, id="port-not-a-number"),
+        pytest.param("host:70000", None, id="port-too-big"),
+    ],
+)
+def test_metrics_address(address: str, parsed: tuple[str, int] | None) -> None:
+    if parsed is None:
+        with pytest.raises(ConfigError, match="metrics-address"):
+            ServeConfig(metrics_address=address)
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_address(address)
+    else:
+        assert parse_address(address) == parsed
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind", "xid"),
+    [
+        pytest.param("XID 79 (GPU has fallen off the bus)", "xid", 79, id="xid"),
+        pytest.param("double-bit ECC error", "ecc", None, id="ecc"),
+        pytest.param("GPU is lost", "gpu_lost", None, id="lost"),
+        pytest.param("probe failed: Unknown Error", "probe", None, id="probe-failed"),
+        pytest.param("NVML did not answer within 5 s", "probe", None, id="probe-hung"),
+        pytest.param("cannot register for events: Not Supported", "events", None, id="events"),
+        pytest.param("marked Unhealthy in the fake config", "fake", None, id="fake"),
+        pytest.param("", "recovered", None, id="recovered"),
+        pytest.param("something new", "other", None, id="other"),
+    ],
+)
+def test_reason_class(reason: str, kind: str, xid: int | None) -> None:
+    assert reason_class(reason) == kind
+    assert xid_of(reason) == xid

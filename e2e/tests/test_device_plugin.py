@@ -7,6 +7,8 @@ waited for) after each test, so no test sees another's devices in use.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -169,3 +171,61 @@ def test_bad_config_exits_2_and_node_keeps_resources(
     assert field in output, f"the message does not name '{field}':\n{output}"
     after = cluster.core.read_node(cluster.node_name).status.allocatable
     assert after == before, f"node resources changed: {before} -> {after}"
+
+
+def _topology_links(binary: Path, config: Path) -> dict[frozenset[int], int]:
+    """NVLink count per device-index pair, as the plugin itself reads the fake topology."""
+    command = [str(binary), "discover", "--discovery", "fake", "--fake-config", str(config)]
+    result = subprocess.run(
+        [*command, "--topology", "--json"],
+        capture_output=True, text=True, env=support.plugin_env(), timeout=30, check=True,
+    )  # fmt: skip
+    links = json.loads(result.stdout)["topology"]["links"]
+    return {frozenset((link["a"], link["b"])): link["nvlinks"] for link in links}
+
+
+def _preferred_pair(binary: Path, plugin_dir: Path) -> frozenset[str] | None:
+    """What the running plugin answers to a GetPreferredAllocation for 2, via `probe`."""
+    command = [str(binary), "probe", "--device-plugin-dir", str(plugin_dir), "--resource-name", RESOURCE]
+    result = subprocess.run(
+        [*command, "--preferred", "2"],
+        capture_output=True, text=True, env=support.plugin_env(), timeout=30, check=False,
+    )  # fmt: skip
+    prefix = "preferred allocation of 2: "
+    answers = [line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)]
+    return frozenset(answers[0].split(", ")) if answers else None
+
+
+def test_two_gpu_pod_on_dgx_1v_gets_a_double_nvlinked_pair(
+    cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest, tmp_path: Path
+) -> None:
+    """Issue 4: on the hybrid cube-mesh the kubelet takes our topology-aware answer."""
+    local = cluster.require_host_control()
+    assert healthy_plugin.process is not None
+    assert healthy_plugin.config is not None
+    binary = healthy_plugin.process.binary
+    dgx_1v = support.fake_config(healthy_plugin.uuids) | {"topology": {"preset": "dgx-1v"}}
+    scratch = tmp_path / "dgx-1v.yaml"
+    support.write_config(scratch, dgx_1v)
+    links = _topology_links(binary, scratch)
+    best = max(links.values())
+    assert best == 2, "the DGX-1V preset has doubly linked pairs"
+    index = {uuid: i for i, uuid in enumerate(healthy_plugin.uuids)}
+
+    def nvlinks(uuids: frozenset[str] | list[str]) -> int:
+        return links[frozenset(index[u] for u in uuids)]
+
+    try:
+        # The topology is part of the fake file: the running plugin picks it up live.
+        support.write_config(healthy_plugin.config, dgx_1v)
+        deadline = time.monotonic() + 10
+        while (pair := _preferred_pair(binary, local.device_plugin_dir)) is None or nvlinks(pair) != best:
+            assert time.monotonic() < deadline, f"the plugin never preferred an NV{best} pair (last: {pair})"
+            time.sleep(0.1)
+        name = pods.create("nvlinked", gpus=2)
+        pods.running(name)
+        devices = pods.devices(name)
+        _assert_devices(devices, 2, healthy_plugin)
+        assert nvlinks(devices) == best, f"pod got {devices} with {nvlinks(devices)} NVLinks; best is {best}"
+    finally:
+        support.write_config(healthy_plugin.config, support.fake_config(healthy_plugin.uuids))

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from common import percentiles
 
 from gpu_device_plugin.allocator import (
     AllocateOptions,
@@ -59,20 +60,6 @@ Request = tuple[list[str], list[str], int]
 def inventory_for(preset: str) -> Inventory:
     topology = FakeTopology.model_validate({"preset": preset})
     return to_inventory(FakeConfig(count=PRESETS[preset], topology=topology))
-
-
-def percentiles(samples_s: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_s)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 4)
-
-    return {
-        "p50_ms": pick(0.50),
-        "p99_ms": pick(0.99),
-        "max_ms": round(ordered[-1] * 1e3, 4),
-        "n": len(ordered),
-    }
 
 
 def cases(inventory: Inventory) -> list[tuple[str, int, list[Request]]]:

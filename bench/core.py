@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import yaml
+from common import percentiles, serve_argv
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
@@ -31,20 +32,6 @@ from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 DEVICES = 8
-
-
-def percentiles(samples_s: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_s)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3, 4)
-
-    return {
-        "p50_ms": pick(0.50),
-        "p99_ms": pick(0.99),
-        "max_ms": round(ordered[-1] * 1e3, 4),
-        "n": len(ordered),
-    }
 
 
 def allocate_request(ids: list[str]) -> pb.AllocateRequest:
@@ -94,19 +81,7 @@ async def start_to_registered(folder: Path, config: Path) -> tuple[float, asynci
     async with StandinKubelet(folder) as kubelet:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gpu_device_plugin.cli",
-            "serve",
-            "--discovery",
-            "fake",
-            "--fake-config",
-            str(config),
-            "--device-plugin-dir",
-            str(folder),
-            "--log-level",
-            "WARNING",
-            env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+            *serve_argv(config, folder), env={**os.environ, "OTEL_SDK_DISABLED": "true"}
         )
         request = await asyncio.wait_for(kubelet.requests.get(), 30)
         return time.perf_counter() - started, process, request.endpoint

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import yaml
+from common import percentiles
 
 from gpu_device_plugin.allocator import AllocateOptions, in_order_policy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
@@ -34,9 +35,6 @@ from gpu_device_plugin.inventory import Health, SnapshotCell
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.service import DevicePluginService
-
-sys.path.insert(0, str(Path(__file__).parent))
-from core import percentiles
 
 
 async def detected_to_delivered(folder: Path, *, trials: int, streams: int) -> dict[str, float]:

@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 import yaml
+from common import serve_argv
 from core import DEVICES, time_allocate  # bench/ is sys.path[0] when run as a script
 
 from gpu_device_plugin.discovery.fake_config import fake_uuid
@@ -57,22 +58,7 @@ async def start_plugin(
     folder: Path, config: Path, env: dict[str, str], extra: list[str]
 ) -> tuple[asyncio.subprocess.Process, Path]:
     async with StandinKubelet(folder) as kubelet:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gpu_device_plugin.cli",
-            "serve",
-            "--discovery",
-            "fake",
-            "--fake-config",
-            str(config),
-            "--device-plugin-dir",
-            str(folder),
-            "--log-level",
-            "WARNING",
-            *extra,
-            env=env,
-        )
+        process = await asyncio.create_subprocess_exec(*serve_argv(config, folder, *extra), env=env)
         request = await asyncio.wait_for(kubelet.requests.get(), 30)
         return process, folder / request.endpoint
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -14,21 +13,12 @@ import pytest
 
 from gpu_device_plugin.server.sockets import our_sockets
 from support.kubelet import KubeletSim
+from support.process import serve_argv
 
 
 async def start_serve(plugin_dir: Path, config: Path, *extra: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gpu_device_plugin.cli",
-        "serve",
-        "--discovery",
-        "fake",
-        "--fake-config",
-        str(config),
-        "--device-plugin-dir",
-        str(plugin_dir),
-        *extra,
+        *serve_argv(config, plugin_dir, *extra),
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "OTEL_SDK_DISABLED": "true"},
     )

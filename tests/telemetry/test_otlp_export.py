@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.telemetry import attributes as attrs
 from support.kubelet import KubeletSim
 from support.otlp import OtlpReceiver, ReceivedSpan
+from support.process import serve_argv
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 SPAN_KIND_SERVER = 2
@@ -40,18 +40,7 @@ async def start_exporting_plugin(plugin_dir: Path, config: Path, endpoint: str) 
         }
     )
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gpu_device_plugin.cli",
-        "serve",
-        "--discovery",
-        "fake",
-        "--fake-config",
-        str(config),
-        "--device-plugin-dir",
-        str(plugin_dir),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
+        *serve_argv(config, plugin_dir), env=env, stderr=asyncio.subprocess.PIPE
     )
 
 

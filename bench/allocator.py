@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import platform
 import random
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from common import percentiles
+from common import emit, percentiles
 
 from gpu_device_plugin.allocator import (
     AllocateOptions,
@@ -227,11 +226,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown presets: {', '.join(unknown)}")
     result = asyncio.run(run(presets, args.quick))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -28,3 +30,12 @@ def serve_argv(config: Path, plugin_dir: Path, *extra: str) -> list[str]:
         "--discovery", "fake", "--fake-config", str(config),
         "--device-plugin-dir", str(plugin_dir), "--log-level", "WARNING", *extra,
     ]  # fmt: skip
+
+
+def emit(result: dict[str, Any], out: Path | None) -> None:
+    """Print the result as JSON, and write it to `out` too when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

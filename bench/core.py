@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -24,7 +23,7 @@ from typing import Any
 
 import grpc
 import yaml
-from common import percentiles, serve_argv
+from common import emit, percentiles, serve_argv
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
@@ -180,11 +179,7 @@ def main() -> None:
         asyncio.run(serve_bare(args.bare_server))
         return
     result = asyncio.run(run(args.quick))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 
 import grpc
 import yaml
-from common import percentiles
+from common import emit, percentiles
 
 from gpu_device_plugin.allocator import AllocateOptions, in_order_policy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
@@ -125,11 +124,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # one line per health change would drown the JSON
-    text = json.dumps(asyncio.run(run(args.quick)), indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(asyncio.run(run(args.quick)), args.out)
 
 
 if __name__ == "__main__":

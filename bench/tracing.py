@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -35,7 +34,7 @@ from typing import Any
 
 import grpc
 import yaml
-from common import serve_argv
+from common import emit, serve_argv
 from core import DEVICES, time_allocate  # bench/ is sys.path[0] when run as a script
 
 from gpu_device_plugin.discovery.fake_config import fake_uuid
@@ -212,11 +211,7 @@ def main() -> None:
         return
     rounds = args.rounds or (1 if args.quick else 3)
     result = asyncio.run(run(args.quick, rounds, args.scrape_interval))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

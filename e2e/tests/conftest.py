@@ -57,9 +57,7 @@ class ClusterUnderTest:
 
     def require_host_control(self) -> LocalCluster:
         if self.local is None:
-            pytest.skip(
-                "needs control of the node's host (local cluster only, not an existing E2E_KUBECONFIG)"
-            )
+            pytest.skip(reason="needs control of the node's host (local cluster only, not E2E_KUBECONFIG)")
         return self.local
 
 

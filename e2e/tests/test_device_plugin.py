@@ -42,7 +42,7 @@ def test_capacity_and_allocatable_within_10s_of_start(
 def test_plugin_advertises_the_configured_devices(healthy_plugin: PluginUnderTest) -> None:
     """`discover --json` on the same config lists exactly the UUIDs the pods may see."""
     if healthy_plugin.process is None:
-        pytest.skip("the deployed plugin's configuration is not known here")
+        pytest.skip(reason="the deployed plugin's configuration is not known here")
     import json
     import subprocess
 

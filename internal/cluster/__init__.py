@@ -1,0 +1,1 @@
+"""The daemon's view into the cluster's API: node feature labels and health Events."""

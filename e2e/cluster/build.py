@@ -21,7 +21,9 @@ from pathlib import Path
 
 from . import paths
 
-KUBERNETES_COMMANDS = ("kubelet", "kube-apiserver", "kube-scheduler", "kubectl")
+#: The controller manager runs the DaemonSet, ServiceAccount and namespace controllers
+#: that the plugin's own manifests need.
+KUBERNETES_COMMANDS = ("kubelet", "kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubectl")
 
 #: Debian package that provides each host program the cluster needs.
 DEBIAN_PROGRAMS = {
@@ -33,6 +35,7 @@ DEBIAN_PROGRAMS = {
     "openssl": "openssl",
     "cc": "gcc",
     "unshare": "util-linux",
+    "nsenter": "util-linux",
 }
 CNI_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -50,6 +53,7 @@ class Toolchain:
     kubelet: Path
     kube_apiserver: Path
     kube_scheduler: Path
+    kube_controller_manager: Path
     kubectl: Path
     containerd: Path
     ctr: Path
@@ -185,6 +189,7 @@ def toolchain(*, cache: Path | None = None) -> Toolchain:
         kubelet=bindir / "kubelet",
         kube_apiserver=bindir / "kube-apiserver",
         kube_scheduler=bindir / "kube-scheduler",
+        kube_controller_manager=bindir / "kube-controller-manager",
         kubectl=bindir / "kubectl",
         containerd=host["containerd"],
         ctr=host["ctr"],

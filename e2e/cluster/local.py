@@ -1,4 +1,5 @@
-"""Starts and tears down the one-node cluster: containerd, etcd, API server, kubelet, scheduler.
+"""Starts and tears down the one-node cluster: containerd, etcd, API server, kubelet, scheduler,
+controller manager.
 
 Every component is a host process started here, listening on 127.0.0.1 or a
 unix socket under a temporary root, on ports picked free at start. Pods must
@@ -30,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ CGROUP_MOUNT = Path("/sys/fs/cgroup")
 #: Where the kubelet always looks for device plugins, whatever its --root-dir.
 HOST_DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
+#: What the suite needs from a controller manager: DaemonSets and their pods'
+#: garbage, ServiceAccounts with tokens and the root CA for them, namespace
+#: deletion. Node lifecycle stays off on purpose: the suite stops the kubelet,
+#: and that controller would taint the node unreachable and evict its pods.
+CONTROLLERS = (
+    "daemonset-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "namespace-controller",
+)
 
 #: Where component logs go (default: a new folder under the system temp dir).
 ENV_LOGS = "E2E_LOGS"
@@ -72,8 +85,18 @@ def free_port() -> int:
 class LocalCluster:
     """One node on host processes. Use as a context manager, or call start() then close()."""
 
-    def __init__(self, tools: Toolchain, *, root: Path | None = None, logs: Path | None = None) -> None:
+    def __init__(
+        self,
+        tools: Toolchain,
+        *,
+        root: Path | None = None,
+        logs: Path | None = None,
+        extra_images: Sequence[Path] = (),
+    ) -> None:
         self.tools = tools
+        #: OCI archives imported into the node's containerd besides pause and busybox
+        #: (the plugin's own image, for the DaemonSet run).
+        self.extra_images = tuple(extra_images)
         self.run_id = secrets.token_hex(3)
         # Short: unix socket paths below it must stay under 108 bytes.
         self.root = root or Path(tempfile.mkdtemp(prefix=f"gdp-e2e-{self.run_id}-", dir="/tmp"))
@@ -118,10 +141,12 @@ class LocalCluster:
             folder.mkdir(parents=True, exist_ok=True)
         _log(f"root {self.root}, component logs in {self.logs}")
         self._pki = pki.create(self.tools.openssl, self.root / "pki", node_name=self.node_name)
+        self._start_node_namespace()
         self._start_containerd()
         self._import_images()
         self._start_etcd()
         self._start_apiserver()
+        self._start_controller_manager()
         self._make_cgroup_root()
         self._start_kubelet()
         self._start_scheduler()
@@ -133,10 +158,13 @@ class LocalCluster:
         """Tear everything down; safe to call twice and after a partial start."""
         steps: list[tuple[str, Callable[[], None]]] = [
             ("stop scheduler", lambda: self._stop("kube-scheduler")),
+            ("stop controller manager", lambda: self._stop("kube-controller-manager")),
             ("stop kubelet", lambda: self._stop("kubelet")),
             ("kill containers", self._kill_cgroup_processes),
             ("stop containerd", lambda: self._stop("containerd")),
             ("kill shims", self._kill_shims),
+            # Last of the node's processes: its mounts go with the namespace.
+            ("end node mount namespace", lambda: self._stop("node-namespace", timeout=5)),
             ("stop apiserver", lambda: self._stop("kube-apiserver")),
             ("stop etcd", lambda: self._stop("etcd")),
             ("unmount", self._unmount_all),
@@ -273,7 +301,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 """
         )
         self._spawn(
-            "containerd", [str(self.tools.containerd), "--config", str(config), "--log-level", "info"]
+            "containerd",
+            self._in_node_namespace(
+                [str(self.tools.containerd), "--config", str(config), "--log-level", "info"]
+            ),
         )
         self._wait(
             "containerd", lambda: self._ctr("version").returncode == 0, timeout=30, watch=("containerd",)
@@ -294,6 +325,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             images.pause_image(self.tools.pause, folder / "pause.tar"),
             images.busybox_image(self.tools.busybox, folder / "busybox.tar"),
         ]
+        archives.extend(self.extra_images)
         for archive in archives:
             result = self._ctr("images", "import", "--snapshotter", "overlayfs", str(archive), timeout=120)
             if result.returncode != 0:
@@ -407,7 +439,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             # Capacity changes reach the API at the next status sync: keep it short
             # so allocatable follows the plugin within a second or two.
             "nodeStatusUpdateFrequency": "1s",
-            "syncFrequency": "10s",
+            # Also how soon a ConfigMap edit reaches a pod's volume (the DaemonSet
+            # run edits the plugin's fake config that way): keep it short.
+            "syncFrequency": "1s",
             "evictionHard": {
                 "memory.available": "100Mi",
                 "nodefs.available": "1%",
@@ -424,10 +458,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
         config_file = self.root / "kubelet-config.json"
         config_file.write_text(json.dumps(config, indent=2))
-        self.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-        wanted = (*reversed(HOST_DEVICE_PLUGIN_DIR.parents[:-1]), HOST_DEVICE_PLUGIN_DIR)
-        self._made_host_dirs = [folder for folder in wanted if not folder.exists()]
-        HOST_DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
         kubelet = [
             str(self.tools.kubelet),
             f"--config={config_file}",
@@ -437,15 +467,72 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f"--hostname-override={self.node_name}",
             "--v=2",
         ]
-        # The kubelet's device-plugin folder is a constant, not under --root-dir:
-        # give the kubelet a mount namespace of its own where that constant
-        # path is our folder. Its own mounts die with it, too.
-        bind = f"mount --bind {shlex.quote(str(self.device_plugin_dir))} {HOST_DEVICE_PLUGIN_DIR}"
-        self._commands["kubelet"] = [
-            "unshare", "--mount", "--propagation", "slave",
-            "sh", "-c", f"{bind} && exec {shlex.join(kubelet)}",
-        ]  # fmt: skip
+        self._commands["kubelet"] = self._in_node_namespace(kubelet)
         self.start_kubelet()
+
+    def _start_node_namespace(self) -> None:
+        """A mount namespace for the node's containerd and kubelet, held open by a sleeper.
+
+        The kubelet's device-plugin folder is a constant, not under --root-dir.
+        In this namespace that constant path is our folder, for the kubelet and
+        for containers alike: a DaemonSet's hostPath of it lands in our folder,
+        and the volumes the kubelet mounts (ConfigMaps, tokens) are visible to
+        the runtime that starts the containers. Every mount made in it goes
+        away with its last process.
+        """
+        self.device_plugin_dir.mkdir(parents=True, exist_ok=True)
+        wanted = (*reversed(HOST_DEVICE_PLUGIN_DIR.parents[:-1]), HOST_DEVICE_PLUGIN_DIR)
+        self._made_host_dirs = [folder for folder in wanted if not folder.exists()]
+        HOST_DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+        bind = f"mount --bind {shlex.quote(str(self.device_plugin_dir))} {HOST_DEVICE_PLUGIN_DIR}"
+        self._spawn(
+            "node-namespace",
+            ["unshare", "--mount", "--propagation", "slave", "sh", "-c", f"{bind} && exec sleep infinity"],
+        )
+        self._wait(
+            "the node's mount namespace", self._node_namespace_ready, timeout=10, watch=("node-namespace",)
+        )
+
+    def _node_namespace_ready(self) -> bool:
+        holder = self._processes["node-namespace"]
+        try:
+            mounts = Path(f"/proc/{holder.pid}/mountinfo").read_text()
+        except OSError:
+            return False
+        return f" {HOST_DEVICE_PLUGIN_DIR} " in mounts
+
+    def _in_node_namespace(self, argv: list[str]) -> list[str]:
+        holder = self._processes["node-namespace"]
+        # nsenter execs the command: its pid is the component's, signals reach it.
+        return ["nsenter", f"--target={holder.pid}", "--mount", "--", *argv]
+
+    def _start_controller_manager(self) -> None:
+        """Only the controllers the suite relies on (CONTROLLERS)."""
+        assert self._pki is not None
+        kubeconfig = pki.kubeconfig(
+            self.root / "controller-manager.kubeconfig",
+            server=self.server,
+            ca=self._pki.ca.cert,
+            client=self._pki.controller_manager,
+            user="system:kube-controller-manager",
+        )
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.tools.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--service-account-private-key-file={self._pki.service_account_key}",
+                f"--root-ca-file={self._pki.ca.cert}",
+                "--use-service-account-credentials=true",
+                "--controllers=" + ",".join(CONTROLLERS),
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--v=1",
+            ],
+        )
 
     def _start_scheduler(self) -> None:
         assert self._pki is not None

@@ -29,6 +29,7 @@ class ClusterPKI:
     admin: KeyPair
     kubelet: KeyPair
     scheduler: KeyPair
+    controller_manager: KeyPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -91,6 +92,9 @@ def create(openssl: Path, folder: Path, *, node_name: str) -> ClusterPKI:
         admin=_client(openssl, folder, ca, "admin", "/O=system:masters/CN=kubernetes-admin"),
         kubelet=_client(openssl, folder, ca, "kubelet", f"/O=system:nodes/CN=system:node:{node_name}"),
         scheduler=_client(openssl, folder, ca, "scheduler", "/CN=system:kube-scheduler"),
+        controller_manager=_client(
+            openssl, folder, ca, "controller-manager", "/CN=system:kube-controller-manager"
+        ),
         service_account_key=sa_key,
         service_account_pub=sa_pub,
     )

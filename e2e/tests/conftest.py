@@ -3,10 +3,18 @@
 Which cluster:
 - default: a local one-node cluster of host processes (e2e/cluster), built
   and started for the session and torn down after it, logs kept;
-- E2E_KUBECONFIG=<path>: an existing cluster (kind, say) with the plugin
-  already deployed (its node named by E2E_NODE, else the only node). Tests that
-  must reach into the node (edit the fake config, restart the kubelet, kill
-  the plugin) need the local cluster and are skipped there, saying so.
+- E2E_KUBECONFIG=<path>: an existing cluster (kind, say), its node named by
+  E2E_NODE, else the only node.
+
+How the plugin runs (E2E_PLUGIN):
+- `process` (default on the local cluster): a host process of the node;
+- `daemonset`: the DaemonSet of manifests/kustomize/overlays/kind, applied by
+  the suite, running the image (locally: the OCI archive at E2E_PLUGIN_IMAGE,
+  default build/image/gpu-device-plugin.oci.tar, made by `task image`);
+- unset with E2E_KUBECONFIG: deployed by whoever made the cluster; the tests
+  that must turn its knobs are skipped, saying so.
+Tests that reach into the node (restart the kubelet, SIGKILL the plugin) need
+the local cluster or a kind node (E2E_KIND_NODE, reached with docker exec).
 
 Nothing here skips on the local cluster: a missing prerequisite or plugin is
 an error, so CI can never turn e2e into a pass by skipping it.
@@ -30,15 +38,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # e2e/, for the `c
 
 from cluster import build
 from cluster.local import LocalCluster
+from drivers import DaemonSetPlugin, HostProcessPlugin, KindNode, LocalNode, NodeControl, PluginDriver
 
 import support
 
 ENV_KUBECONFIG = "E2E_KUBECONFIG"
 ENV_NODE = "E2E_NODE"
+ENV_PLUGIN = "E2E_PLUGIN"
+ENV_PLUGIN_IMAGE = "E2E_PLUGIN_IMAGE"
+ENV_KIND_NODE = "E2E_KIND_NODE"
+DEFAULT_PLUGIN_IMAGE = support.REPO_ROOT / "build" / "image" / "gpu-device-plugin.oci.tar"
 #: The plugin must make the node advertise its GPUs within this long of starting (issue 3).
 PLUGIN_START_SLO_S = 10.0
 
 _log_folders: list[Path] = []
+
+
+def plugin_mode() -> str | None:
+    mode = os.environ.get(ENV_PLUGIN) or (None if os.environ.get(ENV_KUBECONFIG) else "process")
+    if mode not in (None, "process", "daemonset"):
+        raise pytest.UsageError(f"{ENV_PLUGIN}={mode!r}: expected 'process' or 'daemonset'")
+    return mode
 
 
 @dataclass
@@ -47,6 +67,13 @@ class ClusterUnderTest:
     core: client.CoreV1Api
     node_name: str
     local: LocalCluster | None
+    kubectl: list[str]
+    node: NodeControl | None
+
+    def require_node(self) -> NodeControl:
+        if self.node is None:
+            pytest.skip(reason=f"needs control of the node (the local cluster, or {ENV_KIND_NODE} on kind)")
+        return self.node
 
     def kubelet_metrics(self) -> str:
         """The kubelet's /metrics: straight from its port locally (the API server's node proxy
@@ -66,27 +93,42 @@ class PluginUnderTest:
     """The plugin serving fake GPUs on the node, and the knobs the tests turn."""
 
     uuids: list[str]
-    process: support.PluginProcess | None
-    config: Path | None
+    driver: PluginDriver | None
     seconds_to_allocatable: float | None = None
     unhealthy: set[str] = field(default_factory=set)
 
+    def require_driver(self) -> PluginDriver:
+        if self.driver is None:
+            pytest.skip(reason=f"the plugin was deployed outside the suite (set {ENV_PLUGIN})")
+        return self.driver
+
     def set_health(self, uuid: str, healthy: bool) -> None:
-        assert self.config is not None
+        driver = self.require_driver()
         (self.unhealthy.discard if healthy else self.unhealthy.add)(uuid)
-        support.write_config(
-            self.config, support.fake_config(self.uuids, unhealthy=frozenset(self.unhealthy))
-        )
+        driver.write_config(support.fake_config(self.uuids, unhealthy=frozenset(self.unhealthy)))
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ClusterUnderTest]:
     existing = os.environ.get(ENV_KUBECONFIG)
     local: LocalCluster | None = None
+    node: NodeControl | None = None
     if existing:
         kubeconfig = existing
+        kubectl = [os.environ.get("KUBECTL", "kubectl"), f"--kubeconfig={kubeconfig}"]
+        if os.environ.get(ENV_KIND_NODE):
+            node = KindNode(os.environ[ENV_KIND_NODE])
     else:
-        local = LocalCluster(build.toolchain())
+        tools = build.toolchain()
+        extra_images = []
+        if plugin_mode() == "daemonset":
+            image = Path(os.environ.get(ENV_PLUGIN_IMAGE) or DEFAULT_PLUGIN_IMAGE)
+            if not image.is_file():
+                raise pytest.UsageError(
+                    f"{ENV_PLUGIN}=daemonset needs the plugin image {image}: run `task image`"
+                )
+            extra_images.append(image)
+        local = LocalCluster(tools, extra_images=extra_images)
         _log_folders.append(local.logs)
         try:
             local.start()
@@ -94,11 +136,15 @@ def cluster() -> Iterator[ClusterUnderTest]:
             local.close()
             raise
         kubeconfig = str(local.kubeconfig)
+        kubectl = [str(tools.kubectl), f"--kubeconfig={kubeconfig}"]
+        node = LocalNode(restart=local.restart_kubelet, cgroup_root=local.cgroup_root)
     try:
         api = config.new_client_from_config(config_file=kubeconfig)
         core = client.CoreV1Api(api)
         node_name = local.node_name if local is not None else os.environ.get(ENV_NODE) or _only_node(core)
-        yield ClusterUnderTest(api=api, core=core, node_name=node_name, local=local)
+        yield ClusterUnderTest(
+            api=api, core=core, node_name=node_name, local=local, kubectl=kubectl, node=node
+        )
     finally:
         if local is not None:
             local.close()
@@ -173,38 +219,56 @@ def pods(core: client.CoreV1Api, namespace: str, request: pytest.FixtureRequest)
 @pytest.fixture(scope="session")
 def plugin(cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginUnderTest]:
     uuids = support.fake_uuids(8)
-    if cluster.local is None:
+    mode = plugin_mode()
+    driver: PluginDriver
+    if mode is None:
         # Deployed by whoever made the cluster; its devices are whatever it advertises.
-        yield PluginUnderTest(uuids=[], process=None, config=None)
+        yield PluginUnderTest(uuids=[], driver=None)
         return
-    folder = tmp_path_factory.mktemp("plugin")
-    config_file = folder / "fake.yaml"
-    support.write_config(config_file, support.fake_config(uuids))
-    process = support.PluginProcess(
-        binary=support.plugin_binary(),
-        config=config_file,
-        device_plugin_dir=cluster.local.device_plugin_dir,
-        log=cluster.local.log_path("gpu-device-plugin"),
-    )
-    under_test = PluginUnderTest(uuids=uuids, process=process, config=config_file)
-    process.start()
+    if mode == "daemonset":
+        driver = DaemonSetPlugin(
+            core=cluster.core,
+            kubectl=cluster.kubectl,
+            node=cluster.node,
+            node_name=cluster.node_name,
+            rendered=DaemonSetPlugin.render(
+                cluster.kubectl, support.fake_config(uuids), host_network=cluster.local is not None
+            ),
+        )
+    else:
+        if cluster.local is None:
+            raise pytest.UsageError(f"{ENV_PLUGIN}=process needs the local cluster, not {ENV_KUBECONFIG}")
+        folder = tmp_path_factory.mktemp("plugin")
+        config_file = folder / "fake.yaml"
+        support.write_config(config_file, support.fake_config(uuids))
+        driver = HostProcessPlugin(
+            support.PluginProcess(
+                binary=support.plugin_binary(),
+                config=config_file,
+                device_plugin_dir=cluster.local.device_plugin_dir,
+                log=cluster.local.log_path("gpu-device-plugin"),
+            )
+        )
+    under_test = PluginUnderTest(uuids=uuids, driver=driver)
+    started = time.monotonic()
+    driver.start()
     try:
         support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
-        under_test.seconds_to_allocatable = time.monotonic() - process.started_at
+        under_test.seconds_to_allocatable = time.monotonic() - started
         yield under_test
     finally:
-        process.stop()
+        driver.stop()
 
 
 @pytest.fixture
 def healthy_plugin(cluster: ClusterUnderTest, plugin: PluginUnderTest) -> PluginUnderTest:
     """The plugin running with all eight devices healthy, whatever the previous test did."""
-    if plugin.process is not None:
+    if plugin.driver is not None:
         if plugin.unhealthy:
             plugin.unhealthy.clear()
-            support.write_config(plugin.config, support.fake_config(plugin.uuids))  # type: ignore[arg-type]
-        if not plugin.process.running():
-            plugin.process.start()
+            plugin.driver.write_config(support.fake_config(plugin.uuids))
+        if not plugin.driver.running():
+            plugin.driver.start()
     support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
     return plugin
 

@@ -8,11 +8,10 @@ waited for) after each test, so no test sees another's devices in use.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
+from drivers import PluginDriver
 from kubernetes import client
 
 import support
@@ -40,17 +39,9 @@ def test_capacity_and_allocatable_within_10s_of_start(
 
 
 def test_plugin_advertises_the_configured_devices(healthy_plugin: PluginUnderTest) -> None:
-    """`discover --json` on the same config lists exactly the UUIDs the pods may see."""
-    if healthy_plugin.process is None:
-        pytest.skip(reason="the deployed plugin's configuration is not known here")
-    import json
-    import subprocess
-
-    result = subprocess.run(
-        [str(healthy_plugin.process.binary), "discover", "--json", "--discovery", "fake",
-         "--fake-config", str(healthy_plugin.config)],
-        capture_output=True, text=True, env=support.plugin_env(), timeout=30, check=False,
-    )  # fmt: skip
+    """`discover --json` where the plugin runs, on its config, lists exactly the UUIDs pods may see."""
+    driver = healthy_plugin.require_driver()
+    result = driver.cli("discover", "--json", "--discovery", "fake", "--fake-config", driver.config_path)
     assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
     devices = listed["devices"] if isinstance(listed, dict) else listed
@@ -96,7 +87,7 @@ def test_eight_one_gpu_pods_never_share(pods: Pods, healthy_plugin: PluginUnderT
 def test_unhealthy_device_drops_allocatable_and_recovers(
     cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest
 ) -> None:
-    cluster.require_host_control()
+    healthy_plugin.require_driver()
     victim = healthy_plugin.uuids[3]
     healthy_plugin.set_health(victim, healthy=False)
     node = support.wait_node_resource(cluster.core, cluster.node_name, 7, timeout=5)
@@ -106,22 +97,22 @@ def test_unhealthy_device_drops_allocatable_and_recovers(
 
 
 def _survives(cluster: ClusterUnderTest, pods: Pods, plugin: PluginUnderTest, disrupt: str) -> None:
-    local = cluster.require_host_control()
+    node = cluster.require_node()
+    driver = plugin.require_driver()
     before = pods.create("before", gpus=2)
     running = pods.running(before)
     held = pods.devices(before)
     container_id = running.status.container_statuses[0].container_id
 
     if disrupt == "kubelet":
-        local.restart_kubelet()
+        node.restart_kubelet()
         restarted_at = time.monotonic()
         registered_before = 0  # a new kubelet counts from zero
     else:
-        assert plugin.process is not None
         registered_before = support.registrations(cluster.kubelet_metrics())
-        plugin.process.kill()
-        plugin.process.start()
-        restarted_at = plugin.process.started_at
+        driver.kill()
+        driver.start()
+        restarted_at = driver.started_at
 
     # Allocatable may still read 8 from before the disruption: first see the
     # kubelet take the new registration, then allocatable 8 from it.
@@ -159,67 +150,64 @@ def test_plugin_sigkill_and_restart(
     ],
 )
 def test_bad_config_exits_2_and_node_keeps_resources(
-    cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest, tmp_path: Path, config_text: str, field: str
+    cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest, config_text: str, field: str
 ) -> None:
-    local = cluster.require_host_control()
-    assert healthy_plugin.process is not None
-    broken = tmp_path / "broken.yaml"
-    broken.write_text(config_text)
+    driver = healthy_plugin.require_driver()
     before = cluster.core.read_node(cluster.node_name).status.allocatable
-    code, output = support.run_plugin_once(healthy_plugin.process.binary, broken, local.device_plugin_dir)
+    code, output = driver.run_with_config(config_text)
     assert code == 2, f"exit {code}, output:\n{output}"
     assert field in output, f"the message does not name '{field}':\n{output}"
     after = cluster.core.read_node(cluster.node_name).status.allocatable
     assert after == before, f"node resources changed: {before} -> {after}"
 
 
-def _topology_links(binary: Path, config: Path) -> dict[frozenset[int], int]:
-    """NVLink count per device-index pair, as the plugin itself reads the fake topology."""
-    command = [str(binary), "discover", "--discovery", "fake", "--fake-config", str(config)]
-    result = subprocess.run(
-        [*command, "--topology", "--json"],
-        capture_output=True, text=True, env=support.plugin_env(), timeout=30, check=True,
-    )  # fmt: skip
+def _topology_links(driver: PluginDriver) -> dict[frozenset[int], int]:
+    """NVLink count per device-index pair, as the plugin itself reads its fake config now."""
+    result = driver.cli(
+        "discover", "--discovery", "fake", "--fake-config", driver.config_path, "--topology", "--json"
+    )
+    assert result.returncode == 0, result.stderr
     links = json.loads(result.stdout)["topology"]["links"]
     return {frozenset((link["a"], link["b"])): link["nvlinks"] for link in links}
 
 
-def _preferred_pair(binary: Path, plugin_dir: Path) -> frozenset[str] | None:
+def _preferred_pair(driver: PluginDriver) -> frozenset[str] | None:
     """What the running plugin answers to a GetPreferredAllocation for 2, via `probe`."""
-    command = [str(binary), "probe", "--device-plugin-dir", str(plugin_dir), "--resource-name", RESOURCE]
-    result = subprocess.run(
-        [*command, "--preferred", "2"],
-        capture_output=True, text=True, env=support.plugin_env(), timeout=30, check=False,
-    )  # fmt: skip
+    result = driver.cli(
+        "probe",
+        "--device-plugin-dir",
+        driver.device_plugin_dir,
+        "--resource-name",
+        RESOURCE,
+        "--preferred",
+        "2",
+    )
     prefix = "preferred allocation of 2: "
     answers = [line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)]
     return frozenset(answers[0].split(", ")) if answers else None
 
 
 def test_two_gpu_pod_on_dgx_1v_gets_a_double_nvlinked_pair(
-    cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest, tmp_path: Path
+    cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest
 ) -> None:
     """Issue 4: on the hybrid cube-mesh the kubelet takes our topology-aware answer."""
-    local = cluster.require_host_control()
-    assert healthy_plugin.process is not None
-    assert healthy_plugin.config is not None
-    binary = healthy_plugin.process.binary
+    driver = healthy_plugin.require_driver()
     dgx_1v = support.fake_config(healthy_plugin.uuids) | {"topology": {"preset": "dgx-1v"}}
-    scratch = tmp_path / "dgx-1v.yaml"
-    support.write_config(scratch, dgx_1v)
-    links = _topology_links(binary, scratch)
-    best = max(links.values())
-    assert best == 2, "the DGX-1V preset has doubly linked pairs"
     index = {uuid: i for i, uuid in enumerate(healthy_plugin.uuids)}
-
-    def nvlinks(uuids: frozenset[str] | list[str]) -> int:
-        return links[frozenset(index[u] for u in uuids)]
-
     try:
         # The topology is part of the fake file: the running plugin picks it up live.
-        support.write_config(healthy_plugin.config, dgx_1v)
+        driver.write_config(dgx_1v)
         deadline = time.monotonic() + 10
-        while (pair := _preferred_pair(binary, local.device_plugin_dir)) is None or nvlinks(pair) != best:
+        # A ConfigMap edit takes a moment to reach the container's file.
+        while max((links := _topology_links(driver)).values(), default=0) != 2:
+            assert time.monotonic() < deadline, "the DGX-1V preset's doubly linked pairs never showed up"
+            time.sleep(0.2)
+        best = max(links.values())
+
+        def nvlinks(uuids: frozenset[str] | list[str]) -> int:
+            return links[frozenset(index[u] for u in uuids)]
+
+        while (pair := _preferred_pair(driver)) is None or nvlinks(pair) != best:
             assert time.monotonic() < deadline, f"the plugin never preferred an NV{best} pair (last: {pair})"
             time.sleep(0.1)
         name = pods.create("nvlinked", gpus=2)
@@ -228,4 +216,4 @@ def test_two_gpu_pod_on_dgx_1v_gets_a_double_nvlinked_pair(
         _assert_devices(devices, 2, healthy_plugin)
         assert nvlinks(devices) == best, f"pod got {devices} with {nvlinks(devices)} NVLinks; best is {best}"
     finally:
-        support.write_config(healthy_plugin.config, support.fake_config(healthy_plugin.uuids))
+        driver.write_config(support.fake_config(healthy_plugin.uuids))

@@ -1,7 +1,9 @@
-"""Command line: `PYTHONPATH=e2e python -m cluster build|up`.
+"""Command line: `PYTHONPATH=e2e python -m cluster build|up|kubectl`.
 
 build: build or find everything the cluster needs (warms the cache; CI runs it
        before the suite so the build time shows on its own line).
+kubectl: print the path of the pinned kubectl, building the Kubernetes binaries
+       if they are not cached (needs only Go: the manifest tests render with it).
 up:    start the cluster, print its kubeconfig, and keep it up until
        interrupted (then tear it down).
 """
@@ -20,8 +22,15 @@ from .local import LocalCluster
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster")
-    parser.add_argument("command", choices=("build", "up"))
+    parser.add_argument("command", choices=("build", "up", "kubectl"))
     args = parser.parse_args(argv)
+    if args.command == "kubectl":
+        try:
+            print(build.kubernetes_binaries() / "kubectl")
+        except build.PrerequisiteError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     try:
         started = time.monotonic()
         tools = build.toolchain()

@@ -1,0 +1,28 @@
+"""Builds the gpu-device-plugin container image reproducibly, on a machine with no registry.
+
+`PYTHONPATH=hack python -m image build|verify|base` (the `image` and
+`image:verify` tasks). The parts, one job each:
+
+- debian: the two Debian bookworm bases (build and runtime) made with
+  debootstrap and packed as OCI layouts, standing in for the digests the
+  Dockerfile pins for the real world;
+- buildkit: BuildKit built from the Go module proxy (pinned by
+  buildkit-build/go.mod), a private buildkitd, and the `buildctl build` call;
+- ociread: what an OCI archive holds (manifest digest, uncompressed size,
+  biggest contributors);
+- smoke: runs the built image with runc and checks what a user would see;
+- steps: the build and verify flows.
+
+It uses the standard library only and needs root (debootstrap, buildkitd and
+runc do). The deterministic tar and OCI layout writer is shared with the e2e
+cluster (e2e/cluster/images.py), so e2e/ is put on the import path here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_E2E = str(Path(__file__).resolve().parents[2] / "e2e")
+if _E2E not in sys.path:
+    sys.path.append(_E2E)

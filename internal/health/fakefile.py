@@ -54,7 +54,9 @@ async def follow_fake_file(
 ) -> None:
     policy = xids or XidPolicy()
     tracer = tracer or trace.NoOpTracer()
-    folder = path.resolve().parent  # noqa: ASYNC240 - once, at start
+    # The folder as named, not resolved: in a ConfigMap volume the file resolves into a
+    # timestamped folder that the kubelet deletes at its next update.
+    folder = path.absolute().parent  # noqa: ASYNC240 - once, at start
     with FolderWatch(folder) as watcher:
         # Re-read once the watch is in place: an edit made before it would be lost.
         reread(path, cell, policy, metrics=metrics, tracer=tracer)

@@ -1,19 +1,29 @@
 """Telemetry overhead benchmark (issue 6): Allocate latency with tracing / metrics on vs off.
 
 Runs the real `gpu-device-plugin serve` process (8 fake GPUs, stand-in kubelet,
-unix sockets) in four variants and times Allocate through gRPC with bench/core.py's
-client:
+unix sockets) in up to four variants and times Allocate through gRPC:
 - off: OTEL_SDK_DISABLED=true, no --metrics-address (the null objects);
-- tracing: every RPC a server span, batch-exported over OTLP/gRPC to a real
-  receiver (tests/support/otlp.py) in its own process;
+- tracing: every RPC a server span, batch-exported over OTLP/gRPC to a
+  receiver in its own process (a stand-in for a collector on another machine:
+  it keeps each export's bytes and answers at once, and decodes them only after
+  the run to count the spans, so that its work does not compete for this
+  machine's two cores with the plugin being measured);
 - metrics: --metrics-address set, nobody scraping;
 - metrics_scraped: the same, with another process scraping /metrics every
-  --scrape-interval seconds for the whole run.
+  --scrape-interval seconds for the whole run (bench/metrics.py runs these).
+Three load shapes per variant:
+- allocate_1_paced: one caller, an Allocate every --pace seconds (10 ms: 100
+  pods a second, far more than any kubelet admits); the latency a kubelet sees;
+- allocate_1_sequential: one caller, back to back (saturated);
+- allocate_1_concurrent_8_clients: eight callers, back to back.
+Saturated, every microsecond of span work, and the exporter's encoding on its
+thread (which holds the GIL), lands on some call's latency; paced, the
+exporter works between calls, as it does on a real node.
 Every variant gets its own process; the variants run in rotating order for
 --rounds rounds and the medians over rounds are reported, with the overhead
-of each variant's p50/p99 relative to `off`.
+of each variant's p50/p99 relative to `off`, and each round's p50/p99.
 
-Usage: python bench/tracing.py [--out FILE] [--quick]
+Usage: python bench/tracing.py [--out FILE] [--quick] [--rounds N] [--variants off,tracing]
 """
 
 from __future__ import annotations
@@ -34,16 +44,54 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, serve_argv
-from core import DEVICES, time_allocate  # bench/ is sys.path[0] when run as a script
+from common import emit, percentiles, serve_argv
+from core import DEVICES, allocate_request, time_allocate  # bench/ is sys.path[0] as a script
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 
+from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.otlp import OtlpReceiver
-
 VARIANTS = ("off", "tracing", "metrics", "metrics_scraped")
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+CASES = ("allocate_1_paced", "allocate_1_sequential", "allocate_1_concurrent_8_clients")
+
+
+async def time_allocate_paced(socket: Path, ids: list[str], *, calls: int, interval: float) -> dict[str, Any]:
+    """One caller, one Allocate every `interval` seconds, as a kubelet admitting pods does
+    (with far less time between pods than any real node): the latency each call sees when the
+    plugin is not saturated and its exporter runs between calls."""
+    request = allocate_request(ids)
+    samples: list[float] = []
+    async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
+        stub = pb_grpc.DevicePluginStub(channel)
+        for _ in range(20):
+            await stub.Allocate(request)
+        due = time.perf_counter()
+        for _ in range(calls):
+            due += interval
+            # Pacing the load, not waiting for a condition: the next call is due then.
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            started = time.perf_counter()
+            await stub.Allocate(request)
+            samples.append(time.perf_counter() - started)
+    return percentiles(samples) | {"interval_ms": round(interval * 1e3, 3)}
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident memory (VmHWM) of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a live process (the span-export process, when tracing is on)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
 
 
 def free_port() -> int:
@@ -79,7 +127,13 @@ async def stop(process: asyncio.subprocess.Process) -> str:
 
 
 async def measure(
-    variant: str, folder: Path, config: Path, calls: int, scrape_interval: float
+    variant: str,
+    folder: Path,
+    config: Path,
+    calls: int,
+    scrape_interval: float,
+    pace: float,
+    otel: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     extra: list[str] = []
@@ -90,8 +144,7 @@ async def measure(
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-        }
+        } | (otel or {})
     else:
         env["OTEL_SDK_DISABLED"] = "true"
     port = free_port()
@@ -106,12 +159,18 @@ async def measure(
                 "--scraper", f"http://127.0.0.1:{port}/metrics", "--scrape-interval", str(scrape_interval)
             )
             helpers.append(scraper)
+        result["allocate_1_paced"] = await time_allocate_paced(
+            sock, ids[:1], calls=max(200, calls // 2), interval=pace
+        )
         result["allocate_1_sequential"] = await time_allocate(sock, ids[:1], calls=calls, clients=1)
         result["allocate_1_concurrent_8_clients"] = await time_allocate(
             sock, ids[:1], calls=calls // 8, clients=8
         )
         for helper in helpers:
             result["scrapes"] = int(await stop(helper) or 0)
+        result["peak_rss_mib"] = {"serve": peak_rss_mib(plugin.pid)} | {
+            f"child_{n}": peak_rss_mib(pid) for n, pid in enumerate(child_pids(plugin.pid))
+        }
     finally:
         await stop(plugin)
         if receiver is not None:
@@ -120,19 +179,25 @@ async def measure(
     return result
 
 
-def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+def summarize(rounds: list[dict[str, dict[str, Any]]], variants: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for variant in VARIANTS:
+    for variant in variants:
         out[variant] = {}
-        for case in ("allocate_1_sequential", "allocate_1_concurrent_8_clients"):
+        for case in CASES:
             out[variant][case] = {
                 key: round(statistics.median(r[variant][case][key] for r in rounds), 4)
                 for key in ("p50_ms", "p99_ms")
-            } | {"n_per_round": rounds[0][variant][case]["n"], "rounds": len(rounds)}
-        for extra in ("spans_received", "scrapes"):
+            } | {
+                "n_per_round": rounds[0][variant][case]["n"],
+                "rounds": len(rounds),
+                # The spread over rounds: on a shared machine one round can be far off.
+                "p50_ms_per_round": [r[variant][case]["p50_ms"] for r in rounds],
+                "p99_ms_per_round": [r[variant][case]["p99_ms"] for r in rounds],
+            }
+        for extra in ("spans_received", "scrapes", "peak_rss_mib"):
             if extra in rounds[0][variant]:
                 out[variant][extra] = [r[variant][extra] for r in rounds]
-    for variant in VARIANTS[1:]:
+    for variant in variants[1:]:
         for case, stats in out[variant].items():
             if not isinstance(stats, dict):
                 continue
@@ -143,7 +208,14 @@ def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-async def run(quick: bool, rounds: int, scrape_interval: float) -> dict[str, Any]:
+async def run(
+    quick: bool,
+    rounds: int,
+    scrape_interval: float,
+    variants: tuple[str, ...],
+    pace: float,
+    otel: dict[str, str] | None = None,
+) -> dict[str, Any]:
     calls = 400 if quick else 2000
     results: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="gdp-bench-", dir="/tmp") as scratch:
@@ -152,24 +224,51 @@ async def run(quick: bool, rounds: int, scrape_interval: float) -> dict[str, Any
         config.write_text(yaml.safe_dump({"count": DEVICES}))
         for index in range(rounds):
             # Rotate the order so that no variant always runs first (cold caches, CPU boost).
-            order = VARIANTS[index % len(VARIANTS) :] + VARIANTS[: index % len(VARIANTS)]
-            results.append({v: await measure(v, folder, config, calls, scrape_interval) for v in order})
+            order = variants[index % len(variants) :] + variants[: index % len(variants)]
+            results.append(
+                {v: await measure(v, folder, config, calls, scrape_interval, pace, otel) for v in order}
+            )
     return {
         "devices": DEVICES,
-        "variants": summarize(results),
+        "variants": summarize(results, variants),
         "scrape_interval_s": scrape_interval,
+        "paced_interval_s": pace,
+        # OTEL_* settings of the tracing variant beyond the endpoint (none: the SDK's defaults).
+        "tracing_env": otel or {},
         "targets": {"tracing_p99_overhead_pct": 10},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "grpcio": grpc.__version__},
     }
 
 
 async def serve_receiver() -> None:
-    async with OtlpReceiver() as receiver:
-        print(receiver.endpoint, flush=True)
-        stopped = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-        await stopped.wait()
-        print(len(receiver.spans), flush=True)
+    """An OTLP/gRPC trace receiver that only keeps the bytes; prints the span count when stopped."""
+    exports: list[bytes] = []
+
+    async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        exports.append(request)
+        return b""  # an empty ExportTraceServiceResponse
+
+    server = grpc.aio.server()
+    # No (de)serializers: requests stay bytes until the run is over.
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                TRACE_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export)}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"http://127.0.0.1:{port}", flush=True)
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    await stopped.wait()
+    await server.stop(None)
+    spans = 0
+    for raw in exports:
+        request = trace_service.ExportTraceServiceRequest.FromString(raw)
+        spans += sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+    print(spans, flush=True)
 
 
 def scrape_forever(url: str, interval: float) -> None:
@@ -200,6 +299,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--rounds", type=int, help="rounds of all variants (default 3; 1 with --quick)")
     parser.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between scrapes")
+    parser.add_argument("--pace", type=float, default=0.01, help="seconds between paced Allocate calls")
+    parser.add_argument(
+        "--otel",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an OTEL_* setting for the tracing variant, e.g. OTEL_BSP_SCHEDULE_DELAY=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--variants", default="off,tracing", help=f"comma-separated, off first (the baseline); of {VARIANTS}"
+    )
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scraper", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -210,7 +320,12 @@ def main() -> None:
         scrape_forever(args.scraper, args.scrape_interval)
         return
     rounds = args.rounds or (1 if args.quick else 3)
-    result = asyncio.run(run(args.quick, rounds, args.scrape_interval))
+    variants = tuple(v for v in args.variants.split(",") if v)
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or not variants or variants[0] != "off":
+        parser.error(f"--variants: 'off' first, then any of {', '.join(VARIANTS[1:])}")
+    otel = dict(setting.split("=", 1) for setting in args.otel)
+    result = asyncio.run(run(args.quick, rounds, args.scrape_interval, variants, args.pace, otel))
     emit(result, args.out)
 
 

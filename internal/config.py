@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX, check_label_prefix
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.tracker import RecoveryPolicy
 from gpu_device_plugin.health.xid import XidPolicy
@@ -102,6 +103,39 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """What the daemon tells the cluster about its node; all off by default."""
+
+    node_labels: bool = False
+    """Label the Node with what discovery found (product, count, memory, ...)."""
+    node_events: bool = False
+    """Post an Event on the Node for every device health transition."""
+    label_prefix: str = DEFAULT_LABEL_PREFIX
+    """Every feature label key starts with it; only labels under it are ever changed."""
+    kubeconfig: Path | None = None
+    """Credentials when running outside a pod; None: the pod's service account."""
+    node_name: str | None = None
+    """This node's name (the downward API's spec.nodeName in a pod)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.node_labels or self.node_events
+
+    def __post_init__(self) -> None:
+        try:
+            check_label_prefix(self.label_prefix)
+        except ValueError as err:
+            raise ConfigError("label-prefix", str(err)) from err
+        if self.enabled and not self.node_name:
+            which = "--node-labels" if self.node_labels else "--node-events"
+            raise ConfigError(
+                "node-name", f"{which} needs this node's name: --node-name, or NODE_NAME (downward API)"
+            )
+        if self.kubeconfig is not None and not self.kubeconfig.is_file():
+            raise ConfigError("kubeconfig", f"{self.kubeconfig} is not a file")
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     resource_name: str = DEFAULT_RESOURCE_NAME
@@ -114,6 +148,7 @@ class ServeConfig:
     log_level: str = "INFO"
     metrics_address: str | None = None
     """HOST:PORT to serve Prometheus metrics on (/metrics); None: no metrics at all."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)

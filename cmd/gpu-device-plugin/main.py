@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,11 @@ import yaml
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import exitcodes
+from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX
 from gpu_device_plugin.config import (
     DEFAULT_PLUGIN_DIR,
     DEFAULT_RESOURCE_NAME,
+    ClusterConfig,
     DiscoveryConfig,
     DiscoveryKind,
     HealthChecks,
@@ -134,6 +137,52 @@ def health_config(flags: dict[str, Any]) -> HealthConfig:
     )
 
 
+def cluster_options(func: F) -> F:
+    """`serve`'s flags for what it tells the cluster: node labels and health Events."""
+    for decorator in reversed(
+        [
+            env_option(
+                "--node-labels/--no-node-labels",
+                default=False,
+                help="Label this node with what discovery found (product, count, memory, ...).",
+            ),
+            env_option(
+                "--node-events/--no-node-events",
+                default=False,
+                help="Post a Kubernetes Event on this node for every device health transition.",
+            ),
+            env_option(
+                "--label-prefix",
+                default=DEFAULT_LABEL_PREFIX,
+                help="Start of every feature label key; only labels under it are changed.",
+            ),
+            env_option(
+                "--kubeconfig",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Credentials for the API server when not in a pod; default: the pod's service account.",
+            ),
+            env_option(
+                "--node-name",
+                # The downward API's usual variable, read when nothing else names the node.
+                default=lambda: os.environ.get("NODE_NAME"),
+                help="This node's name; default: $NODE_NAME (in a pod: the downward API's spec.nodeName).",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def cluster_config(flags: dict[str, Any]) -> ClusterConfig:
+    return ClusterConfig(
+        node_labels=flags["node_labels"],
+        node_events=flags["node_events"],
+        label_prefix=flags["label_prefix"],
+        kubeconfig=flags["kubeconfig"],
+        node_name=flags["node_name"] or None,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="gpu-device-plugin")
 def main() -> None:
@@ -213,6 +262,7 @@ def main() -> None:
     metavar="HOST:PORT",
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port). Off if unset.",
 )
+@cluster_options
 def serve(**flags: Any) -> None:
     """Discover devices, register with the kubelet and serve them."""
     from gpu_device_plugin.cli.serve import serve as run_serve
@@ -235,6 +285,7 @@ def serve(**flags: Any) -> None:
             log_format=LogFormat(flags["log_format"]),
             log_level=flags["log_level"],
             metrics_address=flags["metrics_address"],
+            cluster=cluster_config(flags),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
         tracing = configure_tracing()
@@ -291,19 +342,30 @@ def discover(as_json: bool, show_topology: bool, **flags: Any) -> None:
 @env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Whose socket to look for.")
 @click.option("--preferred", type=int, help="Also ask for a preferred allocation of N devices.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per call.")
+@click.option(
+    "--serving-only",
+    is_flag=True,
+    help="Exit 0 when the plugin answers, whatever its devices' health (a liveness probe: "
+    "restarting the plugin does not heal a GPU).",
+)
 def probe(
     socket_path: Path | None,
     device_plugin_dir: Path,
     resource_name: str,
     preferred: int | None,
     timeout: float,
+    serving_only: bool,
 ) -> None:
     """Act as the kubelet against a running plugin; exit 0 only if all devices are healthy."""
     from gpu_device_plugin.cli.probe import run_probe
 
     def body() -> None:
         check_resource_name(resource_name)
-        ok = asyncio.run(run_probe(socket_path, device_plugin_dir, resource_name, preferred, timeout))
+        ok = asyncio.run(
+            run_probe(
+                socket_path, device_plugin_dir, resource_name, preferred, timeout, serving_only=serving_only
+            )
+        )
         sys.exit(exitcodes.OK if ok else exitcodes.FAILURE)
 
     run_or_exit(body)
@@ -318,3 +380,68 @@ def demo(devices: int) -> None:
     if not 2 <= devices <= 64:
         fail(exitcodes.BAD_CONFIG, "bad configuration: devices: must be between 2 and 64")
     asyncio.run(run_demo(devices, echo=click.echo))
+
+
+@main.command()
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Kubeconfig to use; default: $KUBECONFIG, else ~/.kube/config (as kubectl).",
+)
+@click.option("--context", help="Kubeconfig context; default: the current one.")
+@env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="The plugin's extended resource.")
+@click.option(
+    "--selector",
+    default="app.kubernetes.io/name=gpu-device-plugin",
+    show_default=True,
+    help="Label selector of the plugin's pods (any namespace).",
+)
+@env_option("--label-prefix", default=DEFAULT_LABEL_PREFIX, help="Start of the feature label keys shown.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Objects per list page.",
+)
+def report(
+    kubeconfig: Path | None,
+    context: str | None,
+    resource_name: str,
+    selector: str,
+    label_prefix: str,
+    as_json: bool,
+    page_size: int,
+) -> None:
+    """Per node: capacity, allocatable, unhealthy, the plugin pod, pods holding GPUs, feature labels.
+
+    Exit 0 when every plugin pod is ready and every device healthy, 1 otherwise
+    or when the cluster cannot be read, 2 on a usage error.
+    """
+    from gpu_device_plugin.cli.report import run_report
+    from gpu_device_plugin.cluster.labels import check_label_prefix
+    from gpu_device_plugin.cluster.selector import LabelSelector
+
+    def body() -> None:
+        check_resource_name(resource_name)
+        try:
+            check_label_prefix(label_prefix)
+        except ValueError as err:
+            raise ConfigError("label-prefix", str(err)) from err
+        try:
+            parsed = LabelSelector.parse(selector)
+        except ValueError as err:
+            raise ConfigError("selector", str(err)) from err
+        ok = run_report(
+            kubeconfig=kubeconfig,
+            context=context,
+            resource=resource_name,
+            selector=parsed,
+            label_prefix=label_prefix,
+            as_json=as_json,
+            page_size=page_size,
+        )
+        sys.exit(exitcodes.OK if ok else exitcodes.FAILURE)
+
+    run_or_exit(body)

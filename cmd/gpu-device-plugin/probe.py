@@ -16,6 +16,8 @@ async def run_probe(
     resource_name: str,
     preferred: int | None,
     timeout: float,
+    *,
+    serving_only: bool = False,
 ) -> bool:
     path = socket_path or find_plugin_socket(plugin_dir, resource_name)
     if path is None:
@@ -42,6 +44,6 @@ async def run_probe(
         return False
     if view.unhealthy:
         click.echo(f"unhealthy: {', '.join(view.unhealthy)}", err=True)
-        return False
+        return serving_only
     click.echo(f"ok: {len(view.devices)} device(s), all healthy")
     return True

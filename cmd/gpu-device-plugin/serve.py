@@ -38,7 +38,9 @@ async def serve(
     """Run until stopped. `metrics`: the object to record into when --metrics-address is set
     (tests pass their own to read its URL); made here when not given."""
     backend = make_backend(config.discovery)
-    inventory = initial_inventory(backend, fail_on_init_error=config.discovery.fail_on_init_error)
+    inventory = initial_inventory(
+        backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
+    )
     cell = SnapshotCell(inventory)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     sink: MetricsSink = NULL_METRICS
@@ -55,17 +57,24 @@ async def serve(
         preferred_policy=topology_policy,
         metrics=sink,
     )
+    registered = asyncio.Event()
     supervisor = PluginSupervisor(
         service=service,
         plugin_dir=config.device_plugin_dir,
         tracer=tracing.tracer,
         interceptors=tracing.interceptors,
         metrics=sink,
+        on_registered=lambda _socket: registered.set(),
     )
     tasks["plugin-server"] = supervisor.run()
     health = health_source(backend, cell, config.health, metrics=sink, tracer=tracing.tracer)
     if health is not None:
         tasks["health"] = health
+    if config.cluster.enabled:
+        # Imported only when on: a plain `serve` never loads the kubernetes client.
+        from gpu_device_plugin.cluster.tasks import cluster_tasks
+
+        tasks.update(cluster_tasks(config.cluster, cell, not_before=registered))
     await run_root_tasks(tasks, stop=stop)
 
 

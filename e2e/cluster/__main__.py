@@ -1,7 +1,8 @@
 """Command line: `PYTHONPATH=e2e python -m cluster build|up|kubectl`.
 
-build: build or find everything the cluster needs (warms the cache; CI runs it
-       before the suite so the build time shows on its own line).
+build: build or find everything the cluster needs, and Jaeger (the suite's
+       tracing backend; jaeger.py) (warms the cache; CI runs it before the
+       suite so the build time shows on its own line).
 kubectl: print the path of the pinned kubectl, building the Kubernetes binaries
        if they are not cached (needs only Go: the manifest tests render with it).
 up:    start the cluster, print its kubeconfig, and keep it up until
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 
-from . import build
+from . import build, jaeger
 from .local import LocalCluster
 
 
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.command == "build":
+        # The suite's tracing backend too, so its first build also shows on a line of its own.
+        started = time.monotonic()
+        release = jaeger.jaeger_version().release
+        jaeger.jaeger_binary()
+        print(f"jaeger ready in {time.monotonic() - started:.0f} s: Jaeger {release}")
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with LocalCluster(tools) as cluster:

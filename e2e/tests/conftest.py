@@ -37,6 +37,7 @@ from kubernetes.client.rest import ApiException
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # e2e/, for the `cluster` package
 
 from cluster import build
+from cluster.jaeger import Jaeger, JaegerQuery, jaeger_binary
 from cluster.local import LocalCluster
 from drivers import DaemonSetPlugin, HostProcessPlugin, KindNode, LocalNode, NodeControl, PluginDriver
 
@@ -89,6 +90,15 @@ class ClusterUnderTest:
 
 
 @dataclass
+class TracesUnderTest:
+    """Where the plugin under test sends its spans (the session's Jaeger), and how to read them."""
+
+    service: str
+    query: JaegerQuery
+    since: float  # epoch seconds, just before the plugin started
+
+
+@dataclass
 class PluginUnderTest:
     """The plugin serving fake GPUs on the node, and the knobs the tests turn."""
 
@@ -96,6 +106,7 @@ class PluginUnderTest:
     driver: PluginDriver | None
     seconds_to_allocatable: float | None = None
     unhealthy: set[str] = field(default_factory=set)
+    traces: TracesUnderTest | None = None
 
     def require_driver(self) -> PluginDriver:
         if self.driver is None:
@@ -217,8 +228,19 @@ def pods(core: client.CoreV1Api, namespace: str, request: pytest.FixtureRequest)
 
 
 @pytest.fixture(scope="session")
-def plugin(cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginUnderTest]:
+def jaeger(cluster: ClusterUnderTest) -> Iterator[Jaeger]:
+    """Jaeger v2 on 127.0.0.1 for the session (built on first use), its log beside the cluster's."""
+    local = cluster.require_host_control()
+    with Jaeger(jaeger_binary(), local.logs) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def plugin(
+    cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[PluginUnderTest]:
     uuids = support.fake_uuids(8)
+    traces: TracesUnderTest | None = None
     mode = plugin_mode()
     driver: PluginDriver
     if mode is None:
@@ -231,8 +253,11 @@ def plugin(cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory) 
             kubectl=cluster.kubectl,
             node=cluster.node,
             node_name=cluster.node_name,
+            log=cluster.local.log_path("gpu-device-plugin-pod") if cluster.local else None,
             rendered=DaemonSetPlugin.render(
-                cluster.kubectl, support.fake_config(uuids), host_network=cluster.local is not None
+                cluster.kubectl,
+                support.fake_config(uuids),
+                local_api_port=cluster.local.ports["apiserver"] if cluster.local else None,
             ),
         )
     else:
@@ -241,20 +266,40 @@ def plugin(cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory) 
         folder = tmp_path_factory.mktemp("plugin")
         config_file = folder / "fake.yaml"
         support.write_config(config_file, support.fake_config(uuids))
+        backend: Jaeger = request.getfixturevalue("jaeger")
+        traces = TracesUnderTest(
+            service=f"gpu-device-plugin-e2e-{cluster.local.run_id}", query=backend.query(), since=time.time()
+        )
         driver = HostProcessPlugin(
             support.PluginProcess(
                 binary=support.plugin_binary(),
                 config=config_file,
                 device_plugin_dir=cluster.local.device_plugin_dir,
                 log=cluster.local.log_path("gpu-device-plugin"),
+                # What the prod overlay switches on (issue 8), with the admin kubeconfig.
+                extra_args=[
+                    "--node-labels",
+                    "--node-events",
+                    "--kubeconfig",
+                    str(cluster.local.kubeconfig),
+                    "--node-name",
+                    cluster.node_name,
+                ],
+                # Its spans go to the session's Jaeger, batched for at most 0.2 s.
+                env={
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": backend.otlp_grpc_endpoint,
+                    "OTEL_SERVICE_NAME": traces.service,
+                    "OTEL_BSP_SCHEDULE_DELAY": "200",
+                    "NODE_NAME": cluster.node_name,
+                },
             )
         )
-    under_test = PluginUnderTest(uuids=uuids, driver=driver)
-    started = time.monotonic()
+    under_test = PluginUnderTest(uuids=uuids, driver=driver, traces=traces)
     driver.start()
     try:
         support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
-        under_test.seconds_to_allocatable = time.monotonic() - started
+        # From the process's start (a DaemonSet: when its container was seen running).
+        under_test.seconds_to_allocatable = time.monotonic() - driver.started_at
         yield under_test
     finally:
         driver.stop()

@@ -211,18 +211,22 @@ class DaemonSetPlugin:
     node: NodeControl | None
     node_name: str
     rendered: list[dict[str, Any]]
+    #: where stop() keeps the plugin pod's logs (its own and the previous container's).
+    log: Path | None = None
     started_at: float = 0.0
     restarts_seen: int = field(default=0, init=False)
 
     @classmethod
     def render(
-        cls, kubectl: list[str], config: dict[str, Any], *, host_network: bool
+        cls, kubectl: list[str], config: dict[str, Any], *, local_api_port: int | None = None
     ) -> list[dict[str, Any]]:
         """The kind overlay as kubectl renders it, with the suite's fake config in its ConfigMap.
 
-        host_network: the local cluster's pods have only a loopback network, so
-        the plugin joins the host's, as every pod there does; on kind it keeps
-        its own, as the overlay says.
+        local_api_port (the local cluster only): pods there have only a loopback
+        network and no Service routing, so the plugin joins the host's network,
+        as every pod there does, and finds the API server at 127.0.0.1 on this
+        port instead of the `kubernetes` Service. On kind the overlay is applied
+        as it is.
         """
         result = subprocess.run(
             [*kubectl, "kustomize", str(KIND_OVERLAY)],
@@ -238,8 +242,16 @@ class DaemonSetPlugin:
         for obj in objects:
             if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith(FAKE_CONFIGMAP):
                 obj["data"][FAKE_CONFIG_KEY] = yaml.safe_dump(config, sort_keys=False)
-            if obj["kind"] == "DaemonSet" and host_network:
-                obj["spec"]["template"]["spec"]["hostNetwork"] = True
+            if obj["kind"] == "DaemonSet" and local_api_port is not None:
+                pod = obj["spec"]["template"]["spec"]
+                pod["hostNetwork"] = True
+                for container in pod["containers"]:
+                    container.setdefault("env", []).extend(
+                        [
+                            {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+                            {"name": "KUBERNETES_SERVICE_PORT", "value": str(local_api_port)},
+                        ]
+                    )
         return objects
 
     @property
@@ -302,41 +314,65 @@ class DaemonSetPlugin:
         live = [p for p in pods if p.metadata.deletion_timestamp is None]
         return live[0] if live else None
 
-    def _ready_restarts(self) -> int | None:
-        """The container's restart count when the pod is Ready, else None."""
+    def _running_restarts(self) -> int | None:
+        """The container's restart count while it runs, else None.
+
+        Running, not Ready: readiness lags the start by up to a probe period,
+        and the kubelet talks to the plugin's socket whatever the probes say.
+        """
         pod = self.pod()
         if pod is None or not pod.status or not pod.status.container_statuses:
             return None
         status = pod.status.container_statuses[0]
-        return int(status.restart_count) if status.ready else None
+        return int(status.restart_count) if status.state and status.state.running else None
 
     def start(self) -> None:
-        if self.pod() is None:
+        fresh = self.pod() is None
+        if fresh:
             self.apply()
         deadline = time.monotonic() + 120
         while True:
-            restarts = self._ready_restarts()
+            restarts = self._running_restarts()
             if restarts is not None and restarts >= self.restarts_seen:
                 self.restarts_seen = restarts
+                # The plugin's clock starts with its process, as a host process's does;
+                # the kubelet's crash-loop back-off before a restart is not the plugin's.
+                self.started_at = time.monotonic()
                 return
-            assert time.monotonic() < deadline, f"the plugin pod is not Ready again: {self._describe()}"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, f"the plugin's container is not running: {self._describe()}"
+            time.sleep(0.1)
 
     def stop(self) -> None:
+        if self.log is not None:
+            self._save_logs(self.log)
         self.delete()
+
+    def _save_logs(self, target: Path) -> None:
+        pod = self.pod()
+        if pod is None:
+            return
+        with target.open("a") as out:
+            for previous in (True, False):
+                with contextlib.suppress(ApiException):
+                    text = self.core.read_namespaced_pod_log(
+                        pod.metadata.name, self.namespace, previous=previous
+                    )
+                    out.write(
+                        f"===== pod {pod.metadata.name} ({'previous' if previous else 'current'} container)\n"
+                    )
+                    out.write(text)
 
     def kill(self) -> None:
         if self.node is None:
             pytest.skip(reason="needs control of the node (the local cluster, or E2E_KIND_NODE on kind)")
-        before = self._ready_restarts()
+        before = self._running_restarts()
         killed = self.node.kill_plugin_processes()
         assert killed >= 1, "no `gpu-device-plugin serve` process found in the node's pods"
-        self.started_at = time.monotonic()
         # The kubelet restarts the container; start() waits for the next count.
         self.restarts_seen = (before if before is not None else self.restarts_seen) + 1
 
     def running(self) -> bool:
-        return self._ready_restarts() is not None
+        return self._running_restarts() is not None
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.core.patch_namespaced_config_map(

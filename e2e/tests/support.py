@@ -299,6 +299,10 @@ class PluginProcess:
     config: Path
     device_plugin_dir: Path
     log: Path
+    #: more `serve` flags, e.g. the node labels and events with the cluster's kubeconfig.
+    extra_args: list[str] = field(default_factory=list)
+    #: more environment, e.g. the OTEL_* variables that send its spans to the session's Jaeger.
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
 
@@ -309,6 +313,7 @@ class PluginProcess:
             "--fake-config", str(self.config),
             "--device-plugin-dir", str(self.device_plugin_dir),
             "--resource-name", RESOURCE,
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -325,7 +330,7 @@ class PluginProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=plugin_env(),
+                env=plugin_env() | self.env,
                 start_new_session=True,
             )
         self.started_at = time.monotonic()

@@ -54,6 +54,7 @@ class FakeDevice(_Strict):
     device_nodes: tuple[str, ...] = ()
     # An injected driver error: health/fakefile.py classifies it like a real XID.
     xid: int | None = Field(default=None, ge=0)
+    mig_capable: bool | None = None
 
     @field_validator("uuid")
     @classmethod
@@ -77,6 +78,8 @@ class FakeConfig(_Strict):
     driver_version: str = "fake-550.0"
     cuda_version: str = "12.4"
     control_nodes: tuple[str, ...] = ()
+    # MIG capability of every device that does not say; absent: unknown (no label).
+    mig_capable: bool | None = None
     # How the devices are linked: a preset and/or explicit pairs (fake_topology.py).
     # Absent: no topology, exactly as before it existed.
     topology: FakeTopology | None = None
@@ -163,6 +166,7 @@ def to_inventory(config: FakeConfig) -> Inventory:
                 health=Health(spec.health),
                 health_reason="" if spec.health == "Healthy" else "marked Unhealthy in the fake config",
                 device_nodes=spec.device_nodes,
+                mig_capable=config.mig_capable if spec.mig_capable is None else spec.mig_capable,
             )
         )
     return Inventory(

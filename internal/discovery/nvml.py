@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 
 T = TypeVar("T")
+# NVML_ERROR_NOT_SUPPORTED: the answer to a MIG query on a GPU without MIG.
+_NVML_ERROR_NOT_SUPPORTED = 3
 
 
 class NvmlLibrary(Protocol):
@@ -44,6 +46,8 @@ class NvmlLibrary(Protocol):
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any: ...
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...
     def nvmlDeviceGetNumaNodeId(self, handle: Any) -> int: ...
+    # Bindings older than MIG lack it: AttributeError means "unknown".
+    def nvmlDeviceGetMigMode(self, handle: Any) -> Sequence[int]: ...
     # Topology (nvml_topology.py). Old bindings may lack any of these: callers
     # treat AttributeError like an NVML error, as "unknown".
     def nvmlDeviceGetTopologyCommonAncestor(self, device1: Any, device2: Any) -> int: ...
@@ -147,6 +151,7 @@ class NvmlBackend:
             numa_node=numa,
             compute_capability=(capability[0], capability[1]) if capability else None,
             device_nodes=(str(self.dev_root / f"nvidia{minor}"),) if minor is not None else (),
+            mig_capable=_mig_capable(lib, handle),
         )
 
     def _numa_node(self, lib: NvmlLibrary, handle: Any, bus_id: str | None) -> int | None:
@@ -173,6 +178,17 @@ def _optional(lib: NvmlLibrary, index: int, what: str, read: Callable[[], T]) ->
     except lib.NVMLError as err:
         log.warning("GPU %d: cannot read %s: %s", index, what, err)
         return None
+
+
+def _mig_capable(lib: NvmlLibrary, handle: Any) -> bool | None:
+    # Any answer to the MIG mode query (enabled or not) means the GPU can do MIG.
+    try:
+        lib.nvmlDeviceGetMigMode(handle)
+    except AttributeError:
+        return None
+    except lib.NVMLError as err:
+        return False if getattr(err, "value", None) == _NVML_ERROR_NOT_SUPPORTED else None
+    return True
 
 
 def _bus_id(pci_info: Any) -> str:

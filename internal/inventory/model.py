@@ -43,6 +43,8 @@ class Device:
     health_reason: str = ""
     # Per-GPU device nodes on the host, e.g. ("/dev/nvidia3",).
     device_nodes: tuple[str, ...] = ()
+    # Whether the GPU can be split into MIG instances; None: nobody could tell.
+    mig_capable: bool | None = None
 
     @property
     def healthy(self) -> bool:

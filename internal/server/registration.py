@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
@@ -53,11 +54,15 @@ async def register_until_accepted(
     backoff: Backoff = Backoff(),
     attempt_timeout: float = 5.0,
     metrics: MetricsSink = NULL_METRICS,
+    parent: otel_context.Context | None = None,
 ) -> int:
-    """Register, retrying until the kubelet accepts; returns the number of attempts."""
+    """Register, retrying until the kubelet accepts; returns the number of attempts.
+
+    Each attempt is a "Register" span, a child of `parent` when given (the
+    KubeletRestart span that made this registration necessary)."""
     waiting_said = ""
     for attempt, delay in enumerate(backoff.delays(), start=1):
-        with tracer.start_as_current_span("Register") as span:
+        with tracer.start_as_current_span("Register", context=parent) as span:
             span.set_attributes(
                 {
                     attrs.RESOURCE_NAME: request.resource_name,

@@ -30,6 +30,7 @@ from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
 from gpu_device_plugin.server.span_attributes import (
     allocate_attributes,
+    allocate_response_attributes,
     preferred_request_attributes,
     preferred_response_attributes,
     refusal_attributes,
@@ -109,7 +110,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         span = trace.get_current_span()
         recording = span.is_recording()
         if recording:
-            span.set_attributes(preferred_request_attributes(self.resource_name, request))
+            span.set_attributes(
+                preferred_request_attributes(self.resource_name, request, self.preferred_policy)
+            )
         policy = self.preferred_policy
         if policy is None:
             raise RequestError("preferred allocation is not offered")
@@ -147,7 +150,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
 
     def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         span = trace.get_current_span()
-        if span.is_recording():
+        recording = span.is_recording()
+        if recording:
             span.set_attributes(allocate_attributes(self.resource_name, self.allocate_options, request))
         inventory = self.cell.value
         # Build every container's answer before replying: all or nothing.
@@ -157,6 +161,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         ]
         if not allocations:
             raise RequestError("container_requests: the request names no container")
+        if recording:
+            span.set_attributes(allocate_response_attributes(allocations))
         return pb.AllocateResponse(container_responses=[container_allocate_response(a) for a in allocations])
 
     async def PreStartContainer(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import grpc
 from opentelemetry.util.types import AttributeValue
 
-from gpu_device_plugin.allocator import AllocateOptions, set_score
+from gpu_device_plugin.allocator import AllocateOptions, ContainerAllocation, PreferredPolicy, set_score
+from gpu_device_plugin.allocator.response import VISIBLE_DEVICES_ENV
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Inventory
@@ -34,10 +35,28 @@ def allocate_attributes(
     }
 
 
-def preferred_request_attributes(resource_name: str, request: pb.PreferredAllocationRequest) -> Attributes:
+def allocate_response_attributes(allocations: list[ContainerAllocation]) -> Attributes:
+    """What the containers were handed, in the words the pod sees (its env or CDI names)."""
+    devices: list[str] = []
+    for allocation in allocations:
+        visible = allocation.envs.get(VISIBLE_DEVICES_ENV)
+        devices.extend(visible.split(",") if visible else allocation.cdi_devices)
+    return {attrs.CONTAINER_DEVICES: devices}
+
+
+def policy_name(policy: PreferredPolicy | None) -> str:
+    """`topology` for topology_policy: the function's name without the suffix."""
+    name = getattr(policy, "__name__", type(policy).__name__)
+    return str(name).removesuffix("_policy")
+
+
+def preferred_request_attributes(
+    resource_name: str, request: pb.PreferredAllocationRequest, policy: PreferredPolicy | None
+) -> Attributes:
     reqs = request.container_requests
     return {
         attrs.RESOURCE_NAME: resource_name,
+        attrs.PREFERRED_POLICY: policy_name(policy),
         attrs.CONTAINERS: len(reqs),
         attrs.AVAILABLE_IDS: [i for req in reqs for i in req.available_deviceIDs],
         attrs.MUST_INCLUDE_IDS: [i for req in reqs for i in req.must_include_deviceIDs],

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from watchfiles import Change
 
@@ -56,20 +57,23 @@ class PluginSupervisor:
         remove_stale_sockets(self.plugin_dir, self.service.resource_name)
         # Armed before the first server starts, so no restart can slip past.
         with FolderWatch(self.plugin_dir) as watcher:
+            # The span that made the next registration necessary: its Register spans are its children.
+            cause: otel_context.Context | None = None
             while True:
-                reason = await self._run_generation(watcher)
+                reason = await self._run_generation(watcher, cause)
                 log.info("kubelet restart seen (%s): starting a new server and registering again", reason)
                 self.metrics.kubelet_restart()
-                # A point in the trace where the next generation's Register spans begin.
                 with self.tracer.start_as_current_span("KubeletRestart") as span:
                     span.set_attributes(
                         {
                             attrs.RESOURCE_NAME: self.service.resource_name,
                             attrs.RESTART_REASON: reason,
+                            attrs.GENERATION: self.generation,
                         }
                     )
+                    cause = trace.set_span_in_context(span)
 
-    async def _run_generation(self, watcher: FolderWatch) -> str:
+    async def _run_generation(self, watcher: FolderWatch, cause: otel_context.Context | None) -> str:
         self.generation += 1
         path = self.plugin_dir / fresh_socket_name(self.service.resource_name, self.generation)
         server = PluginServer(self.service, path, self.interceptors)
@@ -77,7 +81,7 @@ class PluginSupervisor:
         try:
             await server.start()
             self.current_socket = path
-            registering = asyncio.create_task(self._register(path), name=f"register-{self.generation}")
+            registering = asyncio.create_task(self._register(path, cause), name=f"register-{self.generation}")
             return await self._next_restart(watcher, path)
         finally:
             if registering is not None:
@@ -87,7 +91,7 @@ class PluginSupervisor:
             self.current_socket = None
             await asyncio.shield(server.stop(self.stop_grace))
 
-    async def _register(self, path: Path) -> None:
+    async def _register(self, path: Path, cause: otel_context.Context | None) -> None:
         request = pb.RegisterRequest(
             version=API_VERSION,
             endpoint=path.name,
@@ -95,7 +99,12 @@ class PluginSupervisor:
             options=self.service.options,
         )
         await register_until_accepted(
-            self.kubelet_socket, request, tracer=self.tracer, backoff=self.backoff, metrics=self.metrics
+            self.kubelet_socket,
+            request,
+            tracer=self.tracer,
+            backoff=self.backoff,
+            metrics=self.metrics,
+            parent=cause,
         )
         if self.on_registered is not None:
             self.on_registered(path)

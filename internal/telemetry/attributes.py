@@ -15,6 +15,15 @@ RESOURCE_NAME = "gpu.resource_name"
 ENDPOINT = "gpu.endpoint"
 ATTEMPT = "gpu.attempt"
 RESTART_REASON = "gpu.restart_reason"
+# Which server generation (1, then one more per kubelet restart).
+GENERATION = "gpu.generation"
+
+# Discovery.
+DISCOVERY_BACKEND = "gpu.discovery_backend"
+DEVICE_COUNT = "gpu.device_count"
+HEALTHY_COUNT = "gpu.healthy_count"
+DRIVER_VERSION = "gpu.driver_version"
+CUDA_VERSION = "gpu.cuda_version"
 
 # Allocate / GetPreferredAllocation. Lists of ids are flattened over all
 # container requests of the RPC (the kubelet sends one container per call in
@@ -29,6 +38,11 @@ CHOSEN_IDS = "gpu.chosen_ids"
 SCORE = "gpu.score"
 DEVICE_LIST_STRATEGY = "gpu.device_list_strategy"
 DEVICE_ID_STRATEGY = "gpu.device_id_strategy"
+# What the containers were told: NVIDIA_VISIBLE_DEVICES entries (uuids or indexes) or
+# CDI device names, as the pod sees them.
+CONTAINER_DEVICES = "gpu.container_devices"
+# Which policy chose the preferred set (topology, in_order).
+PREFERRED_POLICY = "gpu.preferred_policy"
 REFUSED_IDS = "gpu.refused_ids"
 # The gRPC status of a refused request: its name here, its number below.
 ERROR_CODE = "gpu.error_code"

@@ -75,23 +75,19 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
     env = os.environ if env is None else env
     if not tracing_enabled(env):
         return noop_tracing()
-    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # Our defaults first, then what OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME
-    # say merged over them: the standard variables win.
-    resource = Resource.create({"service.name": "gpu-device-plugin", "service.version": __version__}).merge(
-        OTELResourceDetector().detect()
-    )
-    provider = TracerProvider(resource=resource)
+    from gpu_device_plugin.telemetry.resource import build_resource
+
+    # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK reads them).
+    provider = TracerProvider(resource=build_resource(env))
     provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
     return sdk_tracing(provider)
 
 
 def sdk_tracing(provider: trace.TracerProvider) -> Tracing:
     """Tracing through `provider`, with a server span for every device-plugin RPC."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from gpu_device_plugin.telemetry.server_spans import ServerSpans
 
-    interceptor = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    return Tracing(provider, (interceptor,))
+    return Tracing(provider, (ServerSpans(provider.get_tracer(TRACER_NAME, __version__)),))

@@ -39,6 +39,16 @@ async def test_probe_passes_when_healthy_and_fails_when_not(
     code, out = await run_cli("probe", "--device-plugin-dir", folder)
     assert code == 1
     assert f"unhealthy: {fake_uuid(2)}" in out
+    # A liveness probe: the plugin answers, so it is alive; a restart would not heal the GPU.
+    code, out = await run_cli("probe", "--device-plugin-dir", folder, "--serving-only")
+    assert code == 0, out
+    assert f"unhealthy: {fake_uuid(2)}" in out
+
+
+async def test_serving_only_probe_still_fails_when_nothing_answers(plugin_dir: Path) -> None:
+    code, out = await run_cli("probe", "--device-plugin-dir", str(plugin_dir), "--serving-only")
+    assert code == 1
+    assert "no answering socket" in out
 
 
 async def test_probe_fails_when_no_plugin_answers(plugin_dir: Path) -> None:

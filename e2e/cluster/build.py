@@ -81,9 +81,6 @@ def kubernetes_binaries(*, cache: Path | None = None) -> Path:
     bindir = cache / f"k8s-{version}" / "bin"
     if all((bindir / name).is_file() for name in KUBERNETES_COMMANDS):
         return bindir
-    go = shutil.which("go")
-    if go is None:
-        raise PrerequisiteError("the Go toolchain ('go') is needed to build Kubernetes")
     major, minor = version.lstrip("v").split(".")[:2]
     ldflags = " ".join(
         [
@@ -101,34 +98,44 @@ def kubernetes_binaries(*, cache: Path | None = None) -> Path:
             ),
         ]
     )
+    go_build(
+        what=f"Kubernetes {version}",
+        module_dir=paths.K8S_BUILD_DIR,
+        packages=[f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_COMMANDS],
+        ldflags=ldflags,
+        bindir=bindir,
+    )
+    return bindir
+
+
+def go_build(*, what: str, module_dir: Path, packages: list[str], ldflags: str, bindir: Path) -> None:
+    """`go build` the packages of a pinned go.mod into bindir, all or nothing.
+
+    Static (CGO off), reproducible paths (-trimpath), the go.mod as it is
+    (-mod=readonly). The output goes to a staging folder renamed into place
+    only on success, so an interrupted build never looks cached.
+    """
+    go = shutil.which("go")
+    if go is None:
+        raise PrerequisiteError(f"the Go toolchain ('go') is needed to build {what}")
     staging = bindir.with_name("bin.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     log_file = bindir.parent / "build.log"
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
-    command = [
-        go,
-        "build",
-        "-trimpath",
-        "-ldflags",
-        ldflags,
-        "-o",
-        str(staging) + "/",
-        *(f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_COMMANDS),
-    ]
-    _log(f"building Kubernetes {version} ({', '.join(KUBERNETES_COMMANDS)}); log: {log_file}")
+    command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(staging) + "/", *packages]
+    _log(f"building {what}; log: {log_file}")
     started = time.monotonic()
     with log_file.open("w") as out:
         result = subprocess.run(
-            command, cwd=paths.K8S_BUILD_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+            command, cwd=module_dir, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
         )
     if result.returncode != 0:
         tail = log_file.read_text()[-4000:]
-        raise RuntimeError(f"building Kubernetes failed (exit {result.returncode}), see {log_file}:\n{tail}")
+        raise RuntimeError(f"building {what} failed (exit {result.returncode}), see {log_file}:\n{tail}")
     shutil.rmtree(bindir, ignore_errors=True)
     staging.rename(bindir)
-    _log(f"built Kubernetes {version} in {time.monotonic() - started:.0f} s")
-    return bindir
+    _log(f"built {what} in {time.monotonic() - started:.0f} s")
 
 
 def pause_binary(*, cache: Path | None = None) -> Path:

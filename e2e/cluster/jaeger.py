@@ -19,9 +19,7 @@ Standard library only, like the rest of e2e/cluster.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .build import PrerequisiteError
+from .build import go_build
 from .local import free_port
 
 JAEGER_BUILD_DIR = paths.E2E_DIR / "jaeger-build"
@@ -78,29 +76,14 @@ def jaeger_binary(*, cache: Path | None = None) -> Path:
     binary = bindir / "jaeger"
     if binary.is_file():
         return binary
-    go = shutil.which("go")
-    if go is None:
-        raise PrerequisiteError("the Go toolchain ('go') is needed to build Jaeger")
-    staging = bindir.with_name("bin.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    log_file = bindir.parent / "build.log"
     # The release's own build stamps its version here; `jaeger version` then says which it is.
-    ldflags = f"-s -w -X {MODULE}/internal/version.latestVersion={version.release}"
-    command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{staging}/", f"{MODULE}/cmd/jaeger"]
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
-    _log(f"building Jaeger {version.release} (module {version.module}); log: {log_file}")
-    started = time.monotonic()
-    with log_file.open("w") as out:
-        result = subprocess.run(
-            command, cwd=JAEGER_BUILD_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-        )
-    if result.returncode != 0:
-        tail = log_file.read_text()[-4000:]
-        raise RuntimeError(f"building Jaeger failed (exit {result.returncode}), see {log_file}:\n{tail}")
-    shutil.rmtree(bindir, ignore_errors=True)
-    staging.rename(bindir)
-    _log(f"built Jaeger {version.release} in {time.monotonic() - started:.0f} s")
+    go_build(
+        what=f"Jaeger {version.release} (module {version.module})",
+        module_dir=JAEGER_BUILD_DIR,
+        packages=[f"{MODULE}/cmd/jaeger"],
+        ldflags=f"-s -w -X {MODULE}/internal/version.latestVersion={version.release}",
+        bindir=bindir,
+    )
     return binary
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from test_report_model import container, gpu_node, plugin_pod, pod
 
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cluster.report import LIVE_PODS
-from support.fakeapi import FakeApiServer
+from support.fakeapi import FakeApiServer, unreachable_kubeconfig
 
 PREFIX = "example.com/gpu."
 
@@ -183,22 +182,8 @@ def test_refused_by_rbac_is_a_clear_failure(api: FakeApiServer, tmp_path: Path) 
 
 
 def test_unreachable_cluster_is_a_clear_failure(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = unreachable_kubeconfig(tmp_path)
+    port = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
     result = CliRunner().invoke(main, ["report", "--kubeconfig", str(kubeconfig)])
     assert result.exit_code == 1
     assert f"cannot read the cluster at http://127.0.0.1:{port}: unreachable" in result.output

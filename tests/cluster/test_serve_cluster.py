@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from cluster_support import NODE, PREFIX
 
@@ -29,7 +28,7 @@ from gpu_device_plugin.cluster.events import UNHEALTHY
 from gpu_device_plugin.config import ClusterConfig, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.errors import ConfigError
-from support.fakeapi import FakeApiServer, node
+from support.fakeapi import FakeApiServer, node, unreachable_kubeconfig
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 from support.process import serve_argv
@@ -58,27 +57,6 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
 
     monkeypatch.setattr(serve_module, "serve", record)
     return configs
-
-
-def unreachable_kubeconfig(folder: Path, port: int | None = None) -> Path:
-    if port is None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-    path = folder / "unreachable.kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 # --- flags -------------------------------------------------------------------------------

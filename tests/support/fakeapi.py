@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -55,6 +56,32 @@ class Fault:
     times: int
     # True: the request takes effect, only its answer is replaced (a reply lost on the way back).
     applied: bool = False
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig with a bearer token for `server` (plain HTTP: the fakes speak no TLS)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    return path
+
+
+def unreachable_kubeconfig(folder: Path, port: int | None = None) -> Path:
+    """A kubeconfig for 127.0.0.1:port; by default a port that was free a moment ago."""
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+    return write_kubeconfig(folder / "unreachable.kubeconfig", f"http://127.0.0.1:{port}")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -175,19 +202,7 @@ class FakeApiServer:
         self.stop()
 
     def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                    "users": [{"name": "tester", "user": {"token": "test-token"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
-        return path
+        return write_kubeconfig(path, self.url)
 
     # ------------------------------------------------------------------- faults
 

@@ -93,6 +93,9 @@ def source() -> Source:
     configured = os.environ.get("SOURCE_DATE_EPOCH")
     epoch = int(configured) if configured else int(_git("log", "-1", "--format=%ct") or 0)
     url = _git("config", "--get", "remote.origin.url")
+    # The label says where the source is published; a clone of a local folder is not that.
+    if not url.startswith(("https://", "http://", "git@", "ssh://")):
+        url = ""
     return Source(revision=revision, epoch=epoch, version=version, url=url)
 
 

@@ -7,7 +7,10 @@ unix sockets) in up to four variants and times Allocate through gRPC:
   receiver in its own process (a stand-in for a collector on another machine:
   it keeps each export's bytes and answers at once, and decodes them only after
   the run to count the spans, so that its work does not compete for this
-  machine's two cores with the plugin being measured);
+  machine's two cores with the plugin being measured); the exporter runs in the
+  plugin's span-export process (the default, telemetry/span_pipe.py);
+- tracing_inline: the same with GPU_DP_SPAN_EXPORT=inline: the SDK's
+  BatchSpanProcessor and exporter in the serving process itself;
 - metrics: --metrics-address set, nobody scraping;
 - metrics_scraped: the same, with another process scraping /metrics every
   --scrape-interval seconds for the whole run (bench/metrics.py runs these).
@@ -23,7 +26,7 @@ Every variant gets its own process; the variants run in rotating order for
 --rounds rounds and the medians over rounds are reported, with the overhead
 of each variant's p50/p99 relative to `off`, and each round's p50/p99.
 
-Usage: python bench/tracing.py [--out FILE] [--quick] [--rounds N] [--variants off,tracing]
+Usage: python bench/tracing.py [--out FILE] [--quick] [--rounds N] [--variants off,tracing,tracing_inline]
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
-VARIANTS = ("off", "tracing", "metrics", "metrics_scraped")
+VARIANTS = ("off", "tracing", "tracing_inline", "metrics", "metrics_scraped")
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 CASES = ("allocate_1_paced", "allocate_1_sequential", "allocate_1_concurrent_8_clients")
 
@@ -139,11 +142,12 @@ async def measure(
     extra: list[str] = []
     helpers: list[asyncio.subprocess.Process] = []
     receiver: asyncio.subprocess.Process | None = None
-    if variant == "tracing":
+    if variant.startswith("tracing"):
         receiver, endpoint = await start_helper("--receiver")
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "GPU_DP_SPAN_EXPORT": "inline" if variant == "tracing_inline" else "process",
         } | (otel or {})
     else:
         env["OTEL_SDK_DISABLED"] = "true"

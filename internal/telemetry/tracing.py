@@ -4,6 +4,14 @@ Nothing configured means the API's no-op tracer and no gRPC interceptor at all,
 so tracing costs nothing when it is off. Tracing is on when an OTLP endpoint is
 set (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER
 names an exporter; OTEL_SDK_DISABLED=true turns it off regardless.
+
+Where the OTLP export runs: by default in a separate process (span_pipe), so
+that the exporter's protobuf encoding never holds this process's GIL while the
+kubelet waits on an RPC. GPU_DP_SPAN_EXPORT=inline keeps the SDK's
+BatchSpanProcessor and exporter in this process instead (one process fewer,
+at the price of the latency spikes bench/tracing.py measures). The console
+exporter (OTEL_TRACES_EXPORTER=console) always runs inline: it writes to our
+stdout.
 """
 
 from __future__ import annotations
@@ -17,11 +25,15 @@ import grpc
 from opentelemetry import trace
 
 from gpu_device_plugin import __version__
+from gpu_device_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 TRACER_NAME = "gpu_device_plugin"
+#: Where the OTLP exporter runs: "process" (the default) or "inline".
+SPAN_EXPORT_VAR = "GPU_DP_SPAN_EXPORT"
+SPAN_EXPORT_MODES = ("process", "inline")
 # The SDK and exporters are imported only when tracing is on: they cost start-up
 # time and several MiB of memory that a daemon with tracing off should not pay.
 
@@ -52,11 +64,28 @@ def tracing_enabled(env: Mapping[str, str]) -> bool:
     )
 
 
+def _console(env: Mapping[str, str]) -> bool:
+    return env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console"
+
+
+def span_export_mode(env: Mapping[str, str]) -> str:
+    mode = env.get(SPAN_EXPORT_VAR, SPAN_EXPORT_MODES[0]).lower()
+    if mode not in SPAN_EXPORT_MODES:
+        raise ConfigError(SPAN_EXPORT_VAR, f"{mode!r} is not one of {', '.join(SPAN_EXPORT_MODES)}")
+    return mode
+
+
 def _exporter(env: Mapping[str, str]) -> SpanExporter:
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-    if env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
+    if _console(env):
         return ConsoleSpanExporter()
+    return otlp_exporter(env)
+
+
+def otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
+    """The OTLP exporter the protocol variables ask for; it reads its endpoint, headers,
+    timeout and TLS settings from the process environment itself."""
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"))
     if protocol.startswith("http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
@@ -80,9 +109,19 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
 
     from gpu_device_plugin.telemetry.resource import build_resource
 
+    mode = span_export_mode(env)
     # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK reads them).
-    provider = TracerProvider(resource=build_resource(env))
-    provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    resource = build_resource(env)
+    provider = TracerProvider(resource=resource)
+    if mode == "inline" or _console(env):
+        provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    else:
+        from gpu_device_plugin.telemetry.span_pipe import SpanPipe
+
+        # The child reads the OTEL_* variables as the inline exporter would: ours, with
+        # what `env` says over them when it is not the process environment.
+        child_env = None if env is os.environ else {**os.environ, **env}
+        provider.add_span_processor(SpanPipe(resource, child_env))
     return sdk_tracing(provider)
 
 

@@ -1,4 +1,5 @@
-"""Over the wire: the real `serve` process exports its spans to a real OTLP/gRPC receiver."""
+"""Over the wire: the real `serve` process exports its spans to a real OTLP/gRPC receiver,
+through its span-export process (telemetry/span_pipe.py), which may die without harm."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from support.process import serve_argv
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 SPAN_KIND_SERVER = 2
 STATUS_ERROR = 2
+# A caller's W3C trace context: the Allocate span must continue this trace, as its child.
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
 
 
 @pytest.fixture
@@ -57,7 +62,8 @@ async def test_registration_and_allocate_spans_reach_an_otlp_receiver(
         stub = registration.stub()
         ids = [fake_uuid(0), fake_uuid(1)]
         await stub.Allocate(
-            pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)])
+            pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)]),
+            metadata=(("traceparent", TRACEPARENT),),
         )
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Allocate(
@@ -78,6 +84,10 @@ async def test_registration_and_allocate_spans_reach_an_otlp_receiver(
 
     ok, refused = allocates(spans)
     assert ok.kind == SPAN_KIND_SERVER
+    assert ok.trace_id.hex() == CALLER_TRACE_ID
+    assert ok.parent_span_id.hex() == CALLER_SPAN_ID
+    assert refused.trace_id.hex() != CALLER_TRACE_ID
+    assert refused.parent_span_id == b""  # a root: the kubelet sends no trace context
     assert ok.attributes[attrs.RESOURCE_NAME] == "example.com/gpu"
     assert ok.attributes[attrs.REQUESTED_IDS] == ids
     assert ok.attributes[attrs.ALLOCATION_SIZE] == 2
@@ -91,3 +101,34 @@ async def test_registration_and_allocate_spans_reach_an_otlp_receiver(
         assert span.resource["service.name"] == "gpu-device-plugin"
         assert span.resource["service.version"] == "0.1.0"
         assert span.resource["k8s.node.name"] == "node-a"
+
+
+def child_pids(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+async def test_a_killed_export_process_does_not_hurt_serving(
+    kubelet: KubeletSim, fake_config: Path, receiver: OtlpReceiver
+) -> None:
+    process = await start_exporting_plugin(kubelet.folder, fake_config, receiver.endpoint)
+    try:
+        registration = await kubelet.wait_registered(timeout=15)
+        [exporter] = child_pids(process.pid)
+        os.kill(exporter, signal.SIGKILL)
+        stub = registration.stub()
+        request = pb.AllocateRequest(
+            container_requests=[pb.ContainerAllocateRequest(devices_ids=[fake_uuid(0)])]
+        )
+        for _ in range(50):
+            response = await asyncio.wait_for(stub.Allocate(request), 5)
+            assert response.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == fake_uuid(0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 10)
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert log.count("span export process") == 1, log

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 
-from gpu_device_plugin.telemetry.tracing import configure_tracing
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.telemetry.tracing import SPAN_EXPORT_VAR, configure_tracing
 
 
 class OtlpHttpReceiver(ThreadingHTTPServer):
@@ -56,12 +57,17 @@ def http_receiver() -> Iterator[OtlpHttpReceiver]:
     thread.join(timeout=5)
 
 
+@pytest.mark.parametrize("span_export", ["process", "inline"])
 def test_otlp_over_http_when_the_protocol_says_so(
-    monkeypatch: pytest.MonkeyPatch, http_receiver: OtlpHttpReceiver
+    monkeypatch: pytest.MonkeyPatch, http_receiver: OtlpHttpReceiver, span_export: str
 ) -> None:
     endpoint = f"http://127.0.0.1:{http_receiver.server_address[1]}"
     # The exporters read these from the process environment, as every OTel SDK does.
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        SPAN_EXPORT_VAR: span_export,
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     tracing = configure_tracing(env)
@@ -82,3 +88,10 @@ def test_sampler_comes_from_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch)
         assert sampler.get_description() == "TraceIdRatioBased{0.25}"
     finally:
         tracing.shutdown()
+
+
+def test_an_unknown_span_export_mode_is_a_config_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as raised:
+        configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", SPAN_EXPORT_VAR: "thread"})
+    assert raised.value.field == "GPU_DP_SPAN_EXPORT"
+    assert "'thread' is not one of process, inline" in str(raised.value)

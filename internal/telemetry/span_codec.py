@@ -1,0 +1,165 @@
+"""Finished spans as plain tuples, and back: what crosses the pipe to the export process.
+
+A tuple of ints, strings, floats and dicts pickles in C in a few microseconds
+and needs no schema on either side; the OTLP protobuf encoding (~40 us a span
+in pure Python) happens only in the export process. Both sides run this same
+module from the same install, so the layout needs no version field.
+
+Kept: name, trace and span ids, flags and trace state, parent (with its
+remote flag), kind, start and end times, status and its description,
+attributes, events, links, instrumentation scope, and the counts of dropped
+attributes, events and links. The resource is the same for every span of the
+process: it crosses once, not per span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+#: (trace_id, span_id, trace_flags, is_remote, trace_state items or None)
+ContextTuple = tuple[int, int, int, bool, tuple[tuple[str, str], ...] | None]
+#: (name, version, schema_url, attributes or None)
+ScopeTuple = tuple[str, str | None, str | None, dict[str, Any] | None]
+SpanTuple = tuple[Any, ...]
+ResourceTuple = tuple[dict[str, Any], str]
+
+_KINDS = {kind.value: kind for kind in SpanKind}
+_CODES = {code.value: code for code in StatusCode}
+
+
+def _context(context: SpanContext) -> ContextTuple:
+    state = context.trace_state
+    return (
+        context.trace_id,
+        context.span_id,
+        int(context.trace_flags),
+        context.is_remote,
+        tuple(state.items()) if state else None,
+    )
+
+
+def _span_context(plain: ContextTuple) -> SpanContext:
+    trace_id, span_id, flags, is_remote, state = plain
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote,
+        TraceFlags(flags),
+        TraceState(list(state)) if state else None,
+    )
+
+
+def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    # The SDK's BoundedAttributes already hold immutable values (lists made tuples).
+    return dict(attributes) if attributes else {}
+
+
+def resource_to_tuple(resource: Resource) -> ResourceTuple:
+    return dict(resource.attributes), resource.schema_url
+
+
+def resource_from_tuple(plain: ResourceTuple) -> Resource:
+    attributes, schema_url = plain
+    return Resource(attributes, schema_url)
+
+
+def span_to_tuple(span: ReadableSpan) -> SpanTuple:
+    """The finished span as builtins only; runs on the thread that ended the span."""
+    context = span.context
+    parent = span.parent
+    scope = span.instrumentation_scope
+    status = span.status
+    assert context is not None  # every span the SDK ends has one
+    return (
+        span.name,
+        _context(context),
+        _context(parent) if parent is not None else None,
+        span.kind.value,
+        span.start_time,
+        span.end_time,
+        status.status_code.value,
+        status.description,
+        _attributes(span.attributes),
+        tuple((e.name, _attributes(e.attributes), e.timestamp) for e in span.events),
+        tuple((_context(link.context), _attributes(link.attributes)) for link in span.links),
+        (scope.name, scope.version, scope.schema_url, _attributes(scope.attributes) or None)
+        if scope is not None
+        else None,
+        (span.dropped_attributes, span.dropped_events, span.dropped_links),
+    )
+
+
+class RebuiltSpan(ReadableSpan):
+    """A span rebuilt from its tuple, still reporting what the original dropped."""
+
+    def __init__(self, *, dropped: tuple[int, int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._dropped = dropped
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped[2]
+
+
+class SpanDecoder:
+    """Rebuilds ReadableSpans for one resource, sharing scope objects between spans."""
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        self._scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
+
+    def _scope(self, plain: ScopeTuple | None) -> InstrumentationScope | None:
+        if plain is None:
+            return None
+        name, version, schema_url, attributes = plain
+        key = (name, version, schema_url, tuple(sorted((attributes or {}).items())))
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes[key] = InstrumentationScope(name, version, schema_url, attributes)
+        return scope
+
+    def span(self, plain: SpanTuple) -> ReadableSpan:
+        (
+            name,
+            context,
+            parent,
+            kind,
+            start,
+            end,
+            code,
+            description,
+            attributes,
+            events,
+            links,
+            scope,
+            dropped,
+        ) = plain
+        return RebuiltSpan(
+            name=name,
+            context=_span_context(context),
+            parent=_span_context(parent) if parent is not None else None,
+            resource=self.resource,
+            attributes=attributes,
+            events=tuple(Event(n, a, timestamp=t) for n, a, t in events),
+            links=tuple(Link(_span_context(c), a) for c, a in links),
+            kind=_KINDS[kind],
+            status=Status(_CODES[code], description),
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope(scope),
+            dropped=dropped,
+        )

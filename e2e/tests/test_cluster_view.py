@@ -237,9 +237,8 @@ def test_report_finds_the_plugin_pods_by_selector(
     cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest, selector: str
 ) -> None:
     if not isinstance(healthy_plugin.driver, DaemonSetPlugin):
-        pytest.skip(
-            reason="the plugin runs as a host process here: it has no pod to find (E2E_PLUGIN=daemonset)"
-        )
+        why = "the plugin runs as a host process here: it has no pod to find (E2E_PLUGIN=daemonset)"
+        pytest.skip(reason=why)
     _, data = run_report(cluster, "--selector", selector)
     found = node_entry(data, cluster.node_name)["plugin_pods"]
     assert len(found) == (1 if selector.startswith("app.") else 0)

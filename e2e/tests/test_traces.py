@@ -20,9 +20,8 @@ PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"
 
 def require_traces(plugin: PluginUnderTest) -> TracesUnderTest:
     if plugin.traces is None:
-        pytest.skip(
-            reason="only the suite's own host-process plugin exports to its Jaeger (E2E_PLUGIN=process)"
-        )
+        why = "only the suite's own host-process plugin exports to its Jaeger (E2E_PLUGIN=process)"
+        pytest.skip(reason=why)
     return plugin.traces
 
 

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError, Failure
 from gpu_device_plugin.cluster.offloop import off_loop
-from gpu_device_plugin.cluster.retry import Backoff, OutageLog, TokenBucket
+from gpu_device_plugin.cluster.retry import OutageLog, TokenBucket
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
 

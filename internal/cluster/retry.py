@@ -1,34 +1,15 @@
-"""Capped exponential backoff, a token bucket, and logging an outage once rather than per attempt.
+"""A token bucket, and logging an outage once rather than per attempt (backoff: gpu_device_plugin.backoff).
 
-Pure state over injected clocks and randomness, so tests assert delays exactly.
+Pure state over an injected clock, so tests assert timing exactly.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before retry `attempt` (0-based): initial * 2**attempt, at most `cap`, +/- jitter.
-
-    The jitter spreads the retries of a thousand nodes that lost the API server
-    at the same moment, so they do not all come back in the same second.
-    """
-
-    initial_s: float = 1.0
-    cap_s: float = 60.0
-    jitter: float = 0.2
-    rng: Callable[[], float] = field(default=random.random, compare=False)
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.cap_s, self.initial_s * 2.0 ** min(attempt, 32))
-        return base * (1 + self.jitter * (2 * self.rng() - 1))
 
 
 @dataclass

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.events import HealthEventRecorder
 from gpu_device_plugin.cluster.labeler import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi
-from gpu_device_plugin.cluster.retry import Backoff
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError

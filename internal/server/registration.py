@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -20,6 +18,7 @@ from opentelemetry import trace
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink, result_label
 
@@ -28,17 +27,8 @@ log = logging.getLogger(__name__)
 API_VERSION = "v1beta1"
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    first: float = 0.1
-    factor: float = 2.0
-    cap: float = 5.0
-
-    def delays(self) -> Iterator[float]:
-        delay = self.first
-        while True:
-            yield delay
-            delay = min(delay * self.factor, self.cap)
+#: The kubelet is local and answers fast once up: retry quickly, no jitter needed.
+REGISTRATION_BACKOFF = Backoff(initial_s=0.1, cap_s=5.0, jitter=0.0)
 
 
 async def register_once(kubelet_socket: Path, request: pb.RegisterRequest, *, timeout: float) -> None:
@@ -51,7 +41,7 @@ async def register_until_accepted(
     request: pb.RegisterRequest,
     *,
     tracer: trace.Tracer,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff = REGISTRATION_BACKOFF,
     attempt_timeout: float = 5.0,
     metrics: MetricsSink = NULL_METRICS,
     parent: otel_context.Context | None = None,

@@ -22,9 +22,10 @@ from opentelemetry import trace
 from watchfiles import Change
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.server.plugin_server import PluginServer
-from gpu_device_plugin.server.registration import API_VERSION, Backoff, register_until_accepted
+from gpu_device_plugin.server.registration import API_VERSION, REGISTRATION_BACKOFF, register_until_accepted
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
 from gpu_device_plugin.telemetry import attributes as attrs
@@ -39,7 +40,7 @@ class PluginSupervisor:
     plugin_dir: Path
     tracer: trace.Tracer
     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = REGISTRATION_BACKOFF
     # Streams get this long to finish when a server stops.
     stop_grace: float = 0.5
     # Called with each generation's socket path once registered (tests, demo).

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gpu_device_plugin.cluster.retry import Backoff
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect
 from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory

@@ -1,9 +1,10 @@
 """Metrics benchmark (issue 6): does a Prometheus scrape loop during Allocate load cost latency?
 
 bench/tracing.py's runner with three variants: off (no metrics at all),
-metrics (the endpoint up, nobody scraping) and metrics_scraped (another
+metrics (the endpoint up, nobody scraping), metrics_scraped (another
 process scraping /metrics every --scrape-interval s: 1 s by default, fifteen
-times Prometheus' usual 15 s). The verdict compares scraped with unscraped: a
+times Prometheus' usual 15 s) and metrics_otlp (no endpoint; pushed over
+OTLP every second, sixty times the SDK's default). The verdict compares scraped with unscraped: a
 difference of medians no larger than the round-to-round spread of either is
 noise. A scrape renders in prometheus_client's own thread but holds the GIL
 while it does (about a millisecond), so a far faster loop (--scrape-interval
@@ -22,7 +23,7 @@ from typing import Any
 from common import emit  # bench/ is sys.path[0] when run as a script
 from tracing import CASES, run
 
-VARIANTS = ("off", "metrics", "metrics_scraped")
+VARIANTS = ("off", "metrics", "metrics_scraped", "metrics_otlp")
 
 
 def spread(values: list[float]) -> float:

@@ -8,12 +8,16 @@ unix sockets) in up to four variants and times Allocate through gRPC:
   it keeps each export's bytes and answers at once, and decodes them only after
   the run to count the spans, so that its work does not compete for this
   machine's two cores with the plugin being measured); the exporter runs in the
-  plugin's span-export process (the default, telemetry/span_pipe.py);
+  plugin's span-export process, the spans made by telemetry/pipe_tracer.py
+  (the default);
 - tracing_inline: the same with GPU_DP_SPAN_EXPORT=inline: the SDK's
   BatchSpanProcessor and exporter in the serving process itself;
 - metrics: --metrics-address set, nobody scraping;
 - metrics_scraped: the same, with another process scraping /metrics every
-  --scrape-interval seconds for the whole run (bench/metrics.py runs these).
+  --scrape-interval seconds for the whole run;
+- metrics_otlp: no endpoint, the metrics pushed over OTLP/gRPC to the receiver
+  every second instead (OTEL_METRICS_EXPORTER=otlp; bench/metrics.py runs
+  these three).
 Three load shapes per variant:
 - allocate_1_paced: one caller, an Allocate every --pace seconds (10 ms: 100
   pods a second, far more than any kubelet admits); the latency a kubelet sees;
@@ -55,8 +59,9 @@ from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
-VARIANTS = ("off", "tracing", "tracing_inline", "metrics", "metrics_scraped")
+VARIANTS = ("off", "tracing", "tracing_inline", "metrics", "metrics_scraped", "metrics_otlp")
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 CASES = ("allocate_1_paced", "allocate_1_sequential", "allocate_1_concurrent_8_clients")
 
 
@@ -149,10 +154,20 @@ async def measure(
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "GPU_DP_SPAN_EXPORT": "inline" if variant == "tracing_inline" else "process",
         } | (otel or {})
+    elif variant == "metrics_otlp":
+        receiver, endpoint = await start_helper("--receiver")
+        env |= {
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            # A push every second: sixty times the SDK's default, to make its cost show.
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        }
     else:
         env["OTEL_SDK_DISABLED"] = "true"
     port = free_port()
-    if variant.startswith("metrics"):
+    if variant in ("metrics", "metrics_scraped"):
         extra = ["--metrics-address", f"127.0.0.1:{port}"]
     ids = [fake_uuid(i) for i in range(DEVICES)]
     plugin, sock = await start_plugin(folder, config, env, extra)
@@ -179,7 +194,9 @@ async def measure(
         await stop(plugin)
         if receiver is not None:
             # Stopping the plugin flushed its last batch: every span is in by now.
-            result["spans_received"] = int(await stop(receiver) or 0)
+            spans, metric_exports = (await stop(receiver)).split()
+            key = "metric_exports_received" if variant == "metrics_otlp" else "spans_received"
+            result[key] = int(metric_exports if variant == "metrics_otlp" else spans)
     return result
 
 
@@ -198,7 +215,7 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], variants: tuple[str, ...]
                 "p50_ms_per_round": [r[variant][case]["p50_ms"] for r in rounds],
                 "p99_ms_per_round": [r[variant][case]["p99_ms"] for r in rounds],
             }
-        for extra in ("spans_received", "scrapes", "peak_rss_mib"):
+        for extra in ("spans_received", "metric_exports_received", "scrapes", "peak_rss_mib"):
             if extra in rounds[0][variant]:
                 out[variant][extra] = [r[variant][extra] for r in rounds]
     for variant in variants[1:]:
@@ -248,9 +265,16 @@ async def serve_receiver() -> None:
     """An OTLP/gRPC trace receiver that only keeps the bytes; prints the span count when stopped."""
     exports: list[bytes] = []
 
+    metric_exports = 0
+
     async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         exports.append(request)
         return b""  # an empty ExportTraceServiceResponse
+
+    async def export_metrics(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        nonlocal metric_exports
+        metric_exports += 1
+        return b""  # an empty ExportMetricsServiceResponse
 
     server = grpc.aio.server()
     # No (de)serializers: requests stay bytes until the run is over.
@@ -258,7 +282,10 @@ async def serve_receiver() -> None:
         [
             grpc.method_handlers_generic_handler(
                 TRACE_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export)}
-            )
+            ),
+            grpc.method_handlers_generic_handler(
+                METRICS_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export_metrics)}
+            ),
         ]
     )
     port = server.add_insecure_port("127.0.0.1:0")
@@ -272,7 +299,7 @@ async def serve_receiver() -> None:
     for raw in exports:
         request = trace_service.ExportTraceServiceRequest.FromString(raw)
         spans += sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
-    print(spans, flush=True)
+    print(spans, metric_exports, flush=True)
 
 
 def scrape_forever(url: str, interval: float) -> None:

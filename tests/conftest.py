@@ -11,10 +11,11 @@ import pytest
 
 from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
-from gpu_device_plugin.telemetry.metrics import Metrics
+from gpu_device_plugin.telemetry.metrics import Metrics, MetricsSink
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
+from support.spans import TRACER_KINDS, SpanRecorder
 
 FakeFile = Callable[..., None]
 
@@ -64,6 +65,7 @@ async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningP
         config_file: Path,
         tracing: Tracing | None = None,
         metrics: Metrics | None = None,
+        otlp_metrics: MetricsSink | None = None,
         **overrides: object,
     ) -> RunningPlugin:
         config = ServeConfig(
@@ -72,7 +74,9 @@ async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningP
             **overrides,  # type: ignore[arg-type]
         )
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(config, tracing or noop_tracing(), stop, metrics=metrics))
+        task = asyncio.create_task(
+            serve(config, tracing or noop_tracing(), stop, metrics=metrics, otlp_metrics=otlp_metrics)
+        )
         plugin = RunningPlugin(task, stop)
         running.append(plugin)
         return plugin
@@ -82,3 +86,9 @@ async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningP
         if not plugin.task.done():
             with contextlib.suppress(Exception):
                 await plugin.shutdown()
+
+
+@pytest.fixture(params=TRACER_KINDS)
+def recorder(request: pytest.FixtureRequest) -> SpanRecorder:
+    """Spans in memory from each of the plugin's two tracers: a span test holds for both."""
+    return SpanRecorder(request.param)

@@ -266,6 +266,7 @@ def main() -> None:
 def serve(**flags: Any) -> None:
     """Discover devices, register with the kubelet and serve them."""
     from gpu_device_plugin.cli.serve import serve as run_serve
+    from gpu_device_plugin.telemetry.otlp_metrics import configure_otlp_metrics
     from gpu_device_plugin.telemetry.tracing import configure_tracing
 
     def body() -> None:
@@ -288,11 +289,14 @@ def serve(**flags: Any) -> None:
             cluster=cluster_config(flags),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
+        otlp_metrics = configure_otlp_metrics()
         tracing = configure_tracing()
         try:
-            asyncio.run(run_serve(config, tracing))
+            asyncio.run(run_serve(config, tracing, otlp_metrics=otlp_metrics))
         finally:
             tracing.shutdown()
+            if otlp_metrics is not None:
+                otlp_metrics.shutdown()
 
     run_or_exit(body)
 

@@ -22,7 +22,14 @@ from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.supervisor import PluginSupervisor
-from gpu_device_plugin.telemetry.metrics import NULL_METRICS, Metrics, MetricsSink, serve_metrics
+from gpu_device_plugin.telemetry.metrics import (
+    NULL_METRICS,
+    Metrics,
+    MetricsSink,
+    combined,
+    follow_inventory,
+    serve_metrics,
+)
 from gpu_device_plugin.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -34,22 +41,25 @@ async def serve(
     stop: asyncio.Event | None = None,
     *,
     metrics: Metrics | None = None,
+    otlp_metrics: MetricsSink | None = None,
 ) -> None:
     """Run until stopped. `metrics`: the object to record into when --metrics-address is set
-    (tests pass their own to read its URL); made here when not given."""
+    (tests pass their own to read its URL); made here when not given. `otlp_metrics`: the
+    OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both."""
     backend = make_backend(config.discovery)
     inventory = initial_inventory(
         backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
     )
     cell = SnapshotCell(inventory)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
-    sink: MetricsSink = NULL_METRICS
-    if config.metrics_address is not None:
-        metrics = metrics or Metrics()
-        sink = metrics
+    prometheus = None if config.metrics_address is None else metrics or Metrics()
+    sink = combined([s for s in (prometheus, otlp_metrics) if s is not None])
+    if prometheus is not None and config.metrics_address is not None:
         tasks["metrics"] = serve_metrics(
-            metrics, cell, resource_name=config.resource_name, address=config.metrics_address
+            prometheus, cell, resource_name=config.resource_name, address=config.metrics_address, sink=sink
         )
+    elif otlp_metrics is not None:
+        tasks["metrics"] = follow_inventory(sink, cell, resource_name=config.resource_name)
     service = DevicePluginService(
         resource_name=config.resource_name,
         cell=cell,
@@ -62,7 +72,7 @@ async def serve(
         service=service,
         plugin_dir=config.device_plugin_dir,
         tracer=tracing.tracer,
-        interceptors=tracing.interceptors,
+        server_spans=tracing.server_spans,
         metrics=sink,
         on_registered=lambda _socket: registered.set(),
     )

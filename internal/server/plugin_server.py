@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+from gpu_device_plugin.telemetry.server_spans import ServerSpans
 
 log = logging.getLogger(__name__)
+
+DEVICE_PLUGIN_SERVICE = pb.DESCRIPTOR.services_by_name["DevicePlugin"]
 
 
 class PluginServer:
@@ -20,10 +22,13 @@ class PluginServer:
         self,
         service: pb_grpc.DevicePluginServicer,
         socket_path: Path,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        server_spans: ServerSpans | None = None,
     ) -> None:
         self.socket_path = socket_path
-        self._server = grpc.aio.server(interceptors=list(interceptors))
+        # No interceptors: grpc.aio would route every call through them (server_spans says why).
+        self._server = grpc.aio.server()
+        if server_spans is not None:
+            service = server_spans.wrap(service, DEVICE_PLUGIN_SERVICE)
         pb_grpc.add_DevicePluginServicer_to_server(service, self._server)
         self._server.add_insecure_port(f"unix://{socket_path}")
 

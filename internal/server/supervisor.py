@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from watchfiles import Change
@@ -30,6 +29,7 @@ from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
+from gpu_device_plugin.telemetry.server_spans import ServerSpans
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class PluginSupervisor:
     service: DevicePluginService
     plugin_dir: Path
     tracer: trace.Tracer
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    # Tracing's server spans; None when tracing is off.
+    server_spans: ServerSpans | None = None
     backoff: Backoff = REGISTRATION_BACKOFF
     # Streams get this long to finish when a server stops.
     stop_grace: float = 0.5
@@ -77,7 +78,7 @@ class PluginSupervisor:
     async def _run_generation(self, watcher: FolderWatch, cause: otel_context.Context | None) -> str:
         self.generation += 1
         path = self.plugin_dir / fresh_socket_name(self.service.resource_name, self.generation)
-        server = PluginServer(self.service, path, self.interceptors)
+        server = PluginServer(self.service, path, self.server_spans)
         registering: asyncio.Task[None] | None = None
         try:
             await server.start()

@@ -1,4 +1,4 @@
-"""Prometheus metrics, and the HTTP endpoint that serves them.
+"""Prometheus metrics, and the HTTP endpoint that serves them; what every metrics sink records.
 
 `Metrics` owns its own CollectorRegistry (never the process-global one), so two
 plugins in one process (tests, benchmarks) never share a counter. When
@@ -22,6 +22,7 @@ import logging
 import platform
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -83,6 +84,51 @@ def result_label(code: grpc.StatusCode | None) -> str:
     return "ok" if code is None else str(code.name).lower()
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric's name, help and label names: the same in Prometheus and in OTLP."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+DEVICES = MetricSpec(
+    PREFIX + "devices", "Devices advertised to the kubelet, by resource and health.", ("resource", "health")
+)
+ALLOCATIONS = MetricSpec(
+    PREFIX + "allocations", "Allocate calls, by result (ok or the gRPC status name).", ("result",)
+)
+PREFERRED_ALLOCATIONS = MetricSpec(
+    PREFIX + "preferred_allocations",
+    "GetPreferredAllocation calls, by result (ok or the gRPC status name).",
+    ("result",),
+)
+RPC_DURATION = MetricSpec(
+    PREFIX + "rpc_duration_seconds",
+    "Time to answer a unary device-plugin RPC, in the servicer, by method.",
+    ("method",),
+)
+REGISTRATIONS = MetricSpec(
+    PREFIX + "registrations",
+    "Registration attempts with the kubelet, by result (ok or the gRPC status name).",
+    ("result",),
+)
+KUBELET_RESTARTS = MetricSpec(
+    PREFIX + "kubelet_restarts", "Kubelet restarts seen (kubelet.sock recreated or our socket removed)."
+)
+HEALTH_TRANSITIONS = MetricSpec(
+    PREFIX + "health_transitions",
+    "Device health changes, by the health reached and the class of reason.",
+    ("to", "reason"),
+)
+BUILD = MetricSpec(PREFIX + "build", "Version of the plugin and its runtime.")
+
+
+def build_labels() -> dict[str, str]:
+    return {"version": __version__, "python": platform.python_version(), "grpcio": grpc.__version__}
+
+
 class Metrics:
     """The plugin's metrics in a registry of their own, named `gpu_device_plugin_*`."""
 
@@ -91,51 +137,26 @@ class Metrics:
         # Where the endpoint listens (with the real port when asked for :0), once it does.
         self.url: str | None = None
         self.listening = asyncio.Event()
-        self._devices = Gauge(
-            PREFIX + "devices",
-            "Devices advertised to the kubelet, by resource and health.",
-            ["resource", "health"],
-            registry=self.registry,
-        )
-        self._allocations = Counter(
-            PREFIX + "allocations",
-            "Allocate calls, by result (ok or the gRPC status name).",
-            ["result"],
-            registry=self.registry,
-        )
+        registry = self.registry
+        self._devices = Gauge(DEVICES.name, DEVICES.help, DEVICES.labels, registry=registry)
+        self._allocations = Counter(ALLOCATIONS.name, ALLOCATIONS.help, ALLOCATIONS.labels, registry=registry)
         self._preferred = Counter(
-            PREFIX + "preferred_allocations",
-            "GetPreferredAllocation calls, by result (ok or the gRPC status name).",
-            ["result"],
-            registry=self.registry,
+            PREFERRED_ALLOCATIONS.name,
+            PREFERRED_ALLOCATIONS.help,
+            PREFERRED_ALLOCATIONS.labels,
+            registry=registry,
         )
         self._latency = Histogram(
-            PREFIX + "rpc_duration_seconds",
-            "Time to answer a unary device-plugin RPC, in the servicer, by method.",
-            ["method"],
-            buckets=RPC_BUCKETS,
-            registry=self.registry,
+            RPC_DURATION.name, RPC_DURATION.help, RPC_DURATION.labels, buckets=RPC_BUCKETS, registry=registry
         )
         self._registrations = Counter(
-            PREFIX + "registrations",
-            "Registration attempts with the kubelet, by result (ok or the gRPC status name).",
-            ["result"],
-            registry=self.registry,
+            REGISTRATIONS.name, REGISTRATIONS.help, REGISTRATIONS.labels, registry=registry
         )
-        self._restarts = Counter(
-            PREFIX + "kubelet_restarts",
-            "Kubelet restarts seen (kubelet.sock recreated or our socket removed).",
-            registry=self.registry,
-        )
+        self._restarts = Counter(KUBELET_RESTARTS.name, KUBELET_RESTARTS.help, registry=registry)
         self._transitions = Counter(
-            PREFIX + "health_transitions",
-            "Device health changes, by the health reached and the class of reason.",
-            ["to", "reason"],
-            registry=self.registry,
+            HEALTH_TRANSITIONS.name, HEALTH_TRANSITIONS.help, HEALTH_TRANSITIONS.labels, registry=registry
         )
-        Info(PREFIX + "build", "Version of the plugin and its runtime.", registry=self.registry).info(
-            {"version": __version__, "python": platform.python_version(), "grpcio": grpc.__version__}
-        )
+        Info(BUILD.name, BUILD.help, registry=registry).info(build_labels())
 
     def rpc_latency(self, method: str, seconds: float) -> None:
         self._latency.labels(method).observe(seconds)
@@ -191,14 +212,63 @@ async def metrics_endpoint(metrics: Metrics, address: str) -> AsyncIterator[str]
         thread.join(timeout=1.0)
 
 
+async def follow_inventory(sink: MetricsSink, cell: SnapshotCell[Inventory], *, resource_name: str) -> None:
+    """Root task: the device gauges kept equal to the cell."""
+    async for inventory in cell.watch():
+        sink.inventory(resource_name, inventory)
+
+
 async def serve_metrics(
     metrics: Metrics,
     cell: SnapshotCell[Inventory],
     *,
     resource_name: str,
     address: str,
+    sink: MetricsSink | None = None,
 ) -> None:
-    """Root task: the HTTP endpoint, and the device gauges kept equal to the cell."""
+    """Root task: the HTTP endpoint, and the device gauges kept equal to the cell, in
+    `sink` (`metrics` itself, or every sink the plugin records into)."""
     async with metrics_endpoint(metrics, address):
-        async for inventory in cell.watch():
-            metrics.inventory(resource_name, inventory)
+        await follow_inventory(sink or metrics, cell, resource_name=resource_name)
+
+
+class TeeMetrics:
+    """Records into every sink given (Prometheus and OTLP both on)."""
+
+    def __init__(self, *sinks: MetricsSink) -> None:
+        self.sinks = sinks
+
+    def rpc_latency(self, method: str, seconds: float) -> None:
+        for sink in self.sinks:
+            sink.rpc_latency(method, seconds)
+
+    def allocation(self, result: str) -> None:
+        for sink in self.sinks:
+            sink.allocation(result)
+
+    def preferred_allocation(self, result: str) -> None:
+        for sink in self.sinks:
+            sink.preferred_allocation(result)
+
+    def registration(self, result: str) -> None:
+        for sink in self.sinks:
+            sink.registration(result)
+
+    def kubelet_restart(self) -> None:
+        for sink in self.sinks:
+            sink.kubelet_restart()
+
+    def health_transition(self, to: str, reason_class: str) -> None:
+        for sink in self.sinks:
+            sink.health_transition(to, reason_class)
+
+    def inventory(self, resource_name: str, inventory: Inventory) -> None:
+        for sink in self.sinks:
+            sink.inventory(resource_name, inventory)
+
+
+def combined(sinks: list[MetricsSink]) -> MetricsSink:
+    """NULL_METRICS for none, the sink itself for one, a TeeMetrics for more."""
+    if not sinks:
+        return NULL_METRICS
+    return sinks[0] if len(sinks) == 1 else TeeMetrics(*sinks)

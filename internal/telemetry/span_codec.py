@@ -10,6 +10,11 @@ remote flag), kind, start and end times, status and its description,
 attributes, events, links, instrumentation scope, and the counts of dropped
 attributes, events and links. The resource is the same for every span of the
 process: it crosses once, not per span.
+
+Two producers build this layout: span_to_tuple, from an SDK span, and
+pipe_tracer.PipeSpan.end, from a span that never was one. The latter keeps
+attribute values unchecked, so the decoder checks them (the SDK's
+BoundedAttributes: types, value length limit), in the export process.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
@@ -33,7 +39,7 @@ _KINDS = {kind.value: kind for kind in SpanKind}
 _CODES = {code.value: code for code in StatusCode}
 
 
-def _context(context: SpanContext) -> ContextTuple:
+def context_to_tuple(context: SpanContext) -> ContextTuple:
     state = context.trace_state
     return (
         context.trace_id,
@@ -78,8 +84,8 @@ def span_to_tuple(span: ReadableSpan) -> SpanTuple:
     assert context is not None  # every span the SDK ends has one
     return (
         span.name,
-        _context(context),
-        _context(parent) if parent is not None else None,
+        context_to_tuple(context),
+        context_to_tuple(parent) if parent is not None else None,
         span.kind.value,
         span.start_time,
         span.end_time,
@@ -87,7 +93,7 @@ def span_to_tuple(span: ReadableSpan) -> SpanTuple:
         status.description,
         _attributes(span.attributes),
         tuple((e.name, _attributes(e.attributes), e.timestamp) for e in span.events),
-        tuple((_context(link.context), _attributes(link.attributes)) for link in span.links),
+        tuple((context_to_tuple(link.context), _attributes(link.attributes)) for link in span.links),
         (scope.name, scope.version, scope.schema_url, _attributes(scope.attributes) or None)
         if scope is not None
         else None,
@@ -118,9 +124,16 @@ class RebuiltSpan(ReadableSpan):
 class SpanDecoder:
     """Rebuilds ReadableSpans for one resource, sharing scope objects between spans."""
 
-    def __init__(self, resource: Resource) -> None:
+    def __init__(self, resource: Resource, limits: SpanLimits | None = None) -> None:
         self.resource = resource
+        self._limits = limits or SpanLimits()
         self._scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
+
+    def _checked(self, attributes: Mapping[str, Any], count_limit: int | None) -> BoundedAttributes:
+        """Values of a type OTLP cannot carry are dropped (and logged) here, as the SDK's span would."""
+        return BoundedAttributes(
+            count_limit, attributes, immutable=True, max_value_len=self._limits.max_span_attribute_length
+        )
 
     def _scope(self, plain: ScopeTuple | None) -> InstrumentationScope | None:
         if plain is None:
@@ -153,9 +166,14 @@ class SpanDecoder:
             context=_span_context(context),
             parent=_span_context(parent) if parent is not None else None,
             resource=self.resource,
-            attributes=attributes,
-            events=tuple(Event(n, a, timestamp=t) for n, a, t in events),
-            links=tuple(Link(_span_context(c), a) for c, a in links),
+            attributes=self._checked(attributes, self._limits.max_span_attributes),
+            events=tuple(
+                Event(n, self._checked(a, self._limits.max_event_attributes), timestamp=t)
+                for n, a, t in events
+            ),
+            links=tuple(
+                Link(_span_context(c), self._checked(a, self._limits.max_link_attributes)) for c, a in links
+            ),
             kind=_KINDS[kind],
             status=Status(_CODES[code], description),
             start_time=start,

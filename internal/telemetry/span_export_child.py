@@ -31,9 +31,16 @@ from gpu_device_plugin.telemetry.tracing import otlp_exporter
 
 log = logging.getLogger("gpu_device_plugin.telemetry.span_export")
 
+#: Spans the batch processor may hold waiting for export (the SDK's default: 2048).
+QUEUE_SIZE = 16384
+
 
 def serve(source: BinaryIO, acks: BinaryIO) -> None:
-    processor = BatchSpanProcessor(otlp_exporter(os.environ))
+    # The SDK's default queue (2048) overflows when a burst arrives while this process,
+    # at the lowest priority, waits for CPU; the parent may have ~10000 in flight
+    # (its buffer and the pipe). OTEL_BSP_MAX_QUEUE_SIZE still decides when set.
+    queue = None if "OTEL_BSP_MAX_QUEUE_SIZE" in os.environ else QUEUE_SIZE
+    processor = BatchSpanProcessor(otlp_exporter(os.environ), max_queue_size=queue)
     decoder: SpanDecoder | None = None
     try:
         while True:

@@ -7,7 +7,8 @@ names an exporter; OTEL_SDK_DISABLED=true turns it off regardless.
 
 Where the OTLP export runs: by default in a separate process (span_pipe), so
 that the exporter's protobuf encoding never holds this process's GIL while the
-kubelet waits on an RPC. GPU_DP_SPAN_EXPORT=inline keeps the SDK's
+kubelet waits on an RPC, and spans are pipe_tracer's, which cost a fraction of
+the SDK's own to make. GPU_DP_SPAN_EXPORT=inline keeps the SDK's
 BatchSpanProcessor and exporter in this process instead (one process fewer,
 at the price of the latency spikes bench/tracing.py measures). The console
 exporter (OTEL_TRACES_EXPORTER=console) always runs inline: it writes to our
@@ -21,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc
 from opentelemetry import trace
 
 from gpu_device_plugin import __version__
@@ -29,6 +29,8 @@ from gpu_device_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
+
+    from gpu_device_plugin.telemetry.server_spans import ServerSpans
 
 TRACER_NAME = "gpu_device_plugin"
 #: Where the OTLP exporter runs: "process" (the default) or "inline".
@@ -41,7 +43,8 @@ SPAN_EXPORT_MODES = ("process", "inline")
 @dataclass
 class Tracing:
     provider: trace.TracerProvider
-    interceptors: tuple[grpc.aio.ServerInterceptor, ...]
+    # A SERVER span per RPC; None when tracing is off (the servicer is then registered as is).
+    server_spans: ServerSpans | None
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -97,7 +100,7 @@ def otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
 
 
 def noop_tracing() -> Tracing:
-    return Tracing(trace.NoOpTracerProvider(), ())
+    return Tracing(trace.NoOpTracerProvider(), None)
 
 
 def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
@@ -110,23 +113,25 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
     from gpu_device_plugin.telemetry.resource import build_resource
 
     mode = span_export_mode(env)
-    # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK reads them).
     resource = build_resource(env)
-    provider = TracerProvider(resource=resource)
+    # The SDK builds the sampler (OTEL_TRACES_SAMPLER / _ARG) from the environment;
+    # both modes use it (and both read the OTEL_SPAN_*_LIMIT variables).
+    sdk = TracerProvider(resource=resource, shutdown_on_exit=False)
     if mode == "inline" or _console(env):
-        provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
-    else:
-        from gpu_device_plugin.telemetry.span_pipe import SpanPipe
+        sdk.add_span_processor(BatchSpanProcessor(_exporter(env)))
+        return sdk_tracing(sdk)
+    from gpu_device_plugin.telemetry.pipe_tracer import PipeTracerProvider
+    from gpu_device_plugin.telemetry.span_pipe import SpanPipe
 
-        # The child reads the OTEL_* variables as the inline exporter would: ours, with
-        # what `env` says over them when it is not the process environment.
-        child_env = None if env is os.environ else {**os.environ, **env}
-        provider.add_span_processor(SpanPipe(resource, child_env))
-    return sdk_tracing(provider)
+    # The child reads the OTEL_* variables as the inline exporter would: ours, with
+    # what `env` says over them when it is not the process environment.
+    child_env = None if env is os.environ else {**os.environ, **env}
+    pipe = SpanPipe(resource, child_env)
+    return sdk_tracing(PipeTracerProvider(pipe, sampler=sdk.sampler, id_generator=sdk.id_generator))
 
 
 def sdk_tracing(provider: trace.TracerProvider) -> Tracing:
     """Tracing through `provider`, with a server span for every device-plugin RPC."""
     from gpu_device_plugin.telemetry.server_spans import ServerSpans
 
-    return Tracing(provider, (ServerSpans(provider.get_tracer(TRACER_NAME, __version__)),))
+    return Tracing(provider, ServerSpans(provider.get_tracer(TRACER_NAME, __version__)))

@@ -106,6 +106,21 @@ def test_serve_refuses_a_broken_fake_file_naming_the_field(tmp_path: Path, quiet
 
 
 @pytest.mark.parametrize(
+    ("name", "setting"),
+    [("OTEL_METRICS_EXPORTER", "prometheus"), ("GPU_DP_SPAN_EXPORT", "thread")],
+)
+def test_serve_refuses_a_bad_telemetry_variable_naming_it(
+    tmp_path: Path, quiet_logging: None, name: str, setting: str
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", name: setting}
+    result = run("serve", *FAKE, "--device-plugin-dir", str(tmp_path / "dp"), env=env)
+
+    assert result.exit_code == 2
+    assert f"bad configuration: {name}: '{setting}' is not one of" in result.stderr
+    assert not (tmp_path / "dp").exists()
+
+
+@pytest.mark.parametrize(
     ("args", "phrase"),
     [
         pytest.param(("--discovery", "cuda"), "'cuda' is not one of", id="unknown-backend"),

@@ -1,4 +1,4 @@
-"""Spans for registration and every RPC, through the real gRPC interceptor."""
+"""Spans for registration and every RPC, through the real gRPC server and its traced servicer."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from support.kubelet import KubeletSim
 from support.spans import SpanRecorder
 
 
-async def test_registration_and_rpcs_are_spans(kubelet: KubeletSim, fake_config: Path, start_plugin) -> None:
-    recorder = SpanRecorder()
+async def test_registration_and_rpcs_are_spans(
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     registration = await kubelet.wait_registered()
     stub = registration.stub()
@@ -55,14 +56,13 @@ async def test_registration_and_rpcs_are_spans(kubelet: KubeletSim, fake_config:
 def test_tracing_is_on_only_when_configured(env: dict[str, str], enabled: bool) -> None:
     assert tracing_enabled(env) is enabled
     tracing = configure_tracing(env)
-    assert bool(tracing.interceptors) is enabled
+    assert (tracing.server_spans is not None) is enabled
     tracing.shutdown()
 
 
 async def test_allocate_and_preferred_spans_answer_the_sres_questions(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     stub = (await kubelet.wait_registered()).stub()
     available = [fake_uuid(i) for i in range(4)]
@@ -103,9 +103,8 @@ async def test_allocate_and_preferred_spans_answer_the_sres_questions(
 
 
 async def test_health_change_is_a_span_event_with_device_health_reason_and_xid(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()
     devices: list[dict[str, object]] = [{"uuid": fake_uuid(i)} for i in range(8)]
@@ -127,8 +126,9 @@ async def test_health_change_is_a_span_event_with_device_health_reason_and_xid(
     }
 
 
-async def test_kubelet_restart_is_a_span(kubelet: KubeletSim, fake_config: Path, start_plugin) -> None:
-    recorder = SpanRecorder()
+async def test_kubelet_restart_is_a_span(
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()
     await kubelet.restart()

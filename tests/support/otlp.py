@@ -1,4 +1,4 @@
-"""A real OTLP/gRPC trace receiver for tests: the collector's TraceService, in-process.
+"""A real OTLP/gRPC receiver for tests: the collector's TraceService and MetricsService, in-process.
 
 Built on the opentelemetry-proto service definitions, so the plugin's exporter
 speaks to it exactly as to a collector. Received spans are flattened into
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_service
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as metrics_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as trace_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -44,9 +46,71 @@ class ReceivedSpan:
     events: tuple[tuple[str, dict[str, Any]], ...]
 
 
+@dataclass(frozen=True)
+class ReceivedPoint:
+    """One data point of one metric, as an OTLP backend stores it."""
+
+    name: str
+    kind: str  # the Metric's data field: sum, gauge or histogram
+    unit: str
+    description: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    value: float  # sums and gauges; a histogram's count
+    monotonic: bool = False
+    histogram_sum: float = 0.0
+    bounds: tuple[float, ...] = ()
+
+
+def points(request: metrics_service.ExportMetricsServiceRequest) -> list[ReceivedPoint]:
+    found = []
+    for resource_metrics in request.resource_metrics:
+        resource = attributes(resource_metrics.resource.attributes)
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                data = getattr(metric, kind)
+                for point in data.data_points:
+                    common = {
+                        "name": metric.name,
+                        "kind": kind,
+                        "unit": metric.unit,
+                        "description": metric.description,
+                        "attributes": attributes(point.attributes),
+                        "resource": resource,
+                    }
+                    if kind == "histogram":
+                        found.append(
+                            ReceivedPoint(
+                                **common,
+                                value=point.count,
+                                histogram_sum=point.sum,
+                                bounds=tuple(point.explicit_bounds),
+                            )
+                        )
+                    else:
+                        value = point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+                        monotonic = kind == "sum" and data.is_monotonic
+                        found.append(ReceivedPoint(**common, value=value, monotonic=monotonic))
+    return found
+
+
+class _MetricsService(metrics_grpc.MetricsServiceServicer):
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self.receiver = receiver
+
+    async def Export(
+        self, request: metrics_service.ExportMetricsServiceRequest, context: Any
+    ) -> metrics_service.ExportMetricsServiceResponse:
+        await self.receiver.add_points(points(request))
+        return metrics_service.ExportMetricsServiceResponse()
+
+
 class OtlpReceiver(trace_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        # Every export's points, in arrival order: the latest export of a series is its value now.
+        self.points: list[ReceivedPoint] = []
         self.exports = 0
         self._changed = asyncio.Condition()
         self._server: grpc.aio.Server | None = None
@@ -59,6 +123,7 @@ class OtlpReceiver(trace_grpc.TraceServiceServicer):
     async def start(self) -> None:
         self._server = grpc.aio.server()
         trace_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        metrics_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         await self._server.start()
 
@@ -106,5 +171,20 @@ class OtlpReceiver(trace_grpc.TraceServiceServicer):
             async with self._changed:
                 await self._changed.wait_for(lambda: condition(self.spans))
                 return list(self.spans)
+
+        return await asyncio.wait_for(until(), timeout)
+
+    async def add_points(self, received: list[ReceivedPoint]) -> None:
+        async with self._changed:
+            self.points.extend(received)
+            self._changed.notify_all()
+
+    async def wait_for_points(
+        self, condition: Callable[[list[ReceivedPoint]], bool], timeout: float = 10.0
+    ) -> list[ReceivedPoint]:
+        async def until() -> list[ReceivedPoint]:
+            async with self._changed:
+                await self._changed.wait_for(lambda: condition(self.points))
+                return list(self.points)
 
         return await asyncio.wait_for(until(), timeout)

@@ -36,8 +36,10 @@ def entries(out: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
-def test_a_line_inside_a_span_names_it_and_one_outside_does_not(json_lines: io.StringIO) -> None:
-    tracer = SpanRecorder().provider.get_tracer("test")
+def test_a_line_inside_a_span_names_it_and_one_outside_does_not(
+    json_lines: io.StringIO, recorder: SpanRecorder
+) -> None:
+    tracer = recorder.provider.get_tracer("test")
     log = logging.getLogger("gpu_device_plugin.test")
     log.info("outside")
     with tracer.start_as_current_span("work") as span:
@@ -54,9 +56,8 @@ def test_a_line_inside_a_span_names_it_and_one_outside_does_not(json_lines: io.S
 
 
 async def test_a_refused_allocate_logs_under_its_rpc_span(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, json_lines: io.StringIO
+    kubelet: KubeletSim, fake_config: Path, start_plugin, json_lines: io.StringIO, recorder: SpanRecorder
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     stub = (await kubelet.wait_registered()).stub()
     with pytest.raises(grpc.aio.AioRpcError):

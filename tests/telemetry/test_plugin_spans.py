@@ -40,11 +40,10 @@ class BrokenBackend:
 
 
 async def test_discovery_is_a_span_with_backend_and_counts(
-    kubelet: KubeletSim, plugin_dir: Path, tmp_path: Path, start_plugin
+    kubelet: KubeletSim, plugin_dir: Path, tmp_path: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     config = tmp_path / "gpus.yaml"
     write_fake_config(config, count=4, unhealthy=(2,))
-    recorder = SpanRecorder()
     start_plugin(config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()
 
@@ -60,8 +59,9 @@ async def test_discovery_is_a_span_with_backend_and_counts(
 
 
 @pytest.mark.parametrize("fail_on_init_error", [True, False], ids=["fail-on", "fail-off"])
-def test_failed_discovery_is_an_error_span_saying_why(fail_on_init_error: bool) -> None:
-    recorder = SpanRecorder()
+def test_failed_discovery_is_an_error_span_saying_why(
+    fail_on_init_error: bool, recorder: SpanRecorder
+) -> None:
     tracer = recorder.provider.get_tracer("test")
     if fail_on_init_error:
         with pytest.raises(DiscoveryError):
@@ -77,9 +77,8 @@ def test_failed_discovery_is_an_error_span_saying_why(fail_on_init_error: bool) 
 
 
 async def test_registration_after_a_kubelet_restart_is_a_child_of_the_restart(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()
     await kubelet.restart()
@@ -99,9 +98,8 @@ async def test_registration_after_a_kubelet_restart_is_a_child_of_the_restart(
 
 
 async def test_list_and_watch_is_one_span_per_stream_with_an_event_per_update(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     registration = await kubelet.wait_registered()
     write_fake_config(fake_config, unhealthy=(3, 5))
@@ -133,8 +131,8 @@ async def test_allocate_span_says_what_the_container_was_given(
     start_plugin,
     options: AllocateOptions,
     expected: list[str],
+    recorder: SpanRecorder,
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider), allocate=options)
     stub = (await kubelet.wait_registered()).stub()
     ids = [fake_uuid(1), fake_uuid(4)]
@@ -146,9 +144,8 @@ async def test_allocate_span_says_what_the_container_was_given(
 
 
 async def test_preferred_allocation_span_names_the_policy(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
-    recorder = SpanRecorder()
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     stub = (await kubelet.wait_registered()).stub()
     await stub.GetPreferredAllocation(

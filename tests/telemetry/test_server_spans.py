@@ -1,4 +1,4 @@
-"""ServerSpans, our gRPC aio interceptor: one SERVER span per RPC, over a real unix socket.
+"""ServerSpans, the servicer wrapped once: one SERVER span per RPC, over a real unix socket.
 
 A small DevicePlugin servicer of the test's own answers, refuses (abort) or
 fails (raises) on cue, so each outcome's span can be checked on its own.
@@ -50,11 +50,13 @@ class Servicer(pb_grpc.DevicePluginServicer):
 
 
 @pytest.fixture
-async def traced_server(plugin_dir: Path) -> AsyncIterator[tuple[pb_grpc.DevicePluginStub, SpanRecorder]]:
-    recorder = SpanRecorder()
+async def traced_server(
+    plugin_dir: Path, recorder: SpanRecorder
+) -> AsyncIterator[tuple[pb_grpc.DevicePluginStub, SpanRecorder]]:
     tracer = recorder.provider.get_tracer("test")
-    server = grpc.aio.server(interceptors=[ServerSpans(tracer)])
-    pb_grpc.add_DevicePluginServicer_to_server(Servicer(), server)
+    server = grpc.aio.server()
+    service = pb.DESCRIPTOR.services_by_name["DevicePlugin"]
+    pb_grpc.add_DevicePluginServicer_to_server(ServerSpans(tracer).wrap(Servicer(), service), server)
     socket = plugin_dir / "traced.sock"
     server.add_insecure_port(f"unix://{socket}")
     await server.start()

@@ -85,6 +85,20 @@ async def test_force_flush_waits_until_the_child_has_exported(receiver: OtlpRece
         await asyncio.to_thread(provider.shutdown)
 
 
+async def test_a_half_full_buffer_is_sent_before_the_next_tick(receiver: OtlpReceiver) -> None:
+    # A flusher whose tick is a minute away, and a child that exports at once.
+    env = exporting_to(receiver) | {"OTEL_BSP_SCHEDULE_DELAY": "20"}
+    pipe = SpanPipe(RESOURCE, env, interval=60, max_buffered=8)
+    provider = provider_with(pipe)
+    try:
+        make_spans(provider, *(f"Allocate {i}" for i in range(4)))
+        spans = await receiver.wait_for(lambda spans: len(spans) == 4)
+        assert sorted(s.name for s in spans) == [f"Allocate {i}" for i in range(4)]
+        assert pipe.dropped == 0
+    finally:
+        await asyncio.to_thread(provider.shutdown)
+
+
 def test_shutdown_is_bounded_when_the_child_hangs(caplog: pytest.LogCaptureFixture) -> None:
     pipe = SpanPipe(RESOURCE, argv=HUNG_CHILD, interval=60, shutdown_timeout=0.5)
     provider = provider_with(pipe)
@@ -100,7 +114,9 @@ def test_shutdown_is_bounded_when_the_child_hangs(caplog: pytest.LogCaptureFixtu
 
 
 def test_a_full_buffer_drops_and_counts_instead_of_blocking() -> None:
-    pipe = SpanPipe(RESOURCE, argv=HUNG_CHILD, max_buffered=2, interval=60, shutdown_timeout=0.5)
+    pipe = SpanPipe(
+        RESOURCE, argv=HUNG_CHILD, max_buffered=2, interval=60, early_flush_at=100, shutdown_timeout=0.5
+    )
     provider = provider_with(pipe)
     try:
         make_spans(provider, *(f"Allocate {i}" for i in range(5)))
@@ -116,10 +132,11 @@ def test_a_child_that_is_behind_costs_whole_batches_not_the_child(
     pipe = SpanPipe(RESOURCE, argv=HUNG_CHILD, interval=60, shutdown_timeout=0.5)
     provider = provider_with(pipe)
     try:
-        make_spans(provider, *(f"Allocate {i}" for i in range(100)))  # ~10 KiB pickled
+        # Two messages of span_pipe.BATCH spans, each ~6 KiB pickled: neither fits.
+        make_spans(provider, *(f"Allocate {i}" for i in range(2 * span_pipe.BATCH)))
         with caplog.at_level(logging.WARNING):
-            assert not provider.force_flush(200)  # the batch has no room: dropped; no ack
-        assert pipe.dropped == 100
+            assert not provider.force_flush(200)  # no room: both dropped whole; no ack
+        assert pipe.dropped == 2 * span_pipe.BATCH
         os.kill(pipe.child_pid, 0)  # still there: a slow child is not a broken one
         assert "span export process" not in caplog.text
     finally:

@@ -11,8 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
+from opentelemetry.sdk.trace import TracerProvider
 
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.telemetry.pipe_tracer import PipeTracerProvider
 from gpu_device_plugin.telemetry.tracing import SPAN_EXPORT_VAR, configure_tracing
 
 
@@ -79,11 +81,24 @@ def test_otlp_over_http_when_the_protocol_says_so(
     assert http_receiver.span_names == ["Register"]
 
 
-def test_sampler_comes_from_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("env", "provider"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "console"}, TracerProvider),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", SPAN_EXPORT_VAR: "inline"}, TracerProvider),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, PipeTracerProvider),
+    ],
+    ids=["console", "inline", "process"],
+)
+def test_sampler_comes_from_otel_traces_sampler(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], provider: type
+) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
-    tracing = configure_tracing({"OTEL_TRACES_EXPORTER": "console"})
+    tracing = configure_tracing(env)
     try:
+        # Export in the child process: the cheaper pipe_tracer spans; in this process: the SDK's.
+        assert type(tracing.provider) is provider
         sampler = tracing.provider.sampler  # type: ignore[attr-defined]
         assert sampler.get_description() == "TraceIdRatioBased{0.25}"
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_service
@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as trace_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+Item = TypeVar("Item")
 
 
 def plain(value: AnyValue) -> Any:
@@ -164,15 +166,20 @@ class OtlpReceiver(trace_grpc.TraceServiceServicer):
             self._changed.notify_all()
         return trace_service.ExportTraceServiceResponse()
 
+    async def _until(
+        self, received: list[Item], condition: Callable[[list[Item]], bool], timeout: float
+    ) -> list[Item]:
+        async def until() -> list[Item]:
+            async with self._changed:
+                await self._changed.wait_for(lambda: condition(received))
+                return list(received)
+
+        return await asyncio.wait_for(until(), timeout)
+
     async def wait_for(
         self, condition: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0
     ) -> list[ReceivedSpan]:
-        async def until() -> list[ReceivedSpan]:
-            async with self._changed:
-                await self._changed.wait_for(lambda: condition(self.spans))
-                return list(self.spans)
-
-        return await asyncio.wait_for(until(), timeout)
+        return await self._until(self.spans, condition, timeout)
 
     async def add_points(self, received: list[ReceivedPoint]) -> None:
         async with self._changed:
@@ -182,9 +189,4 @@ class OtlpReceiver(trace_grpc.TraceServiceServicer):
     async def wait_for_points(
         self, condition: Callable[[list[ReceivedPoint]], bool], timeout: float = 10.0
     ) -> list[ReceivedPoint]:
-        async def until() -> list[ReceivedPoint]:
-            async with self._changed:
-                await self._changed.wait_for(lambda: condition(self.points))
-                return list(self.points)
-
-        return await asyncio.wait_for(until(), timeout)
+        return await self._until(self.points, condition, timeout)

@@ -18,18 +18,25 @@ PAUSE_SOURCE = E2E_DIR / "images" / "pause" / "pause.c"
 ENV_CACHE = "E2E_CACHE"
 
 
+def cache_folder(variable: str, name: str) -> Path:
+    """`$variable` when set, else ~/.cache/<name>: where built things are kept between runs."""
+    configured = os.environ.get(variable)
+    return Path(configured) if configured else Path.home() / ".cache" / name
+
+
+def required_version(go_mod: Path, module: str) -> str:
+    """The version of `module` that the `require` line of `go_mod` pins."""
+    match = re.search(rf"^require {re.escape(module)} (v\S+)$", go_mod.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no 'require {module} vX' line in {go_mod}")
+    return match.group(1)
+
+
 def cache_dir() -> Path:
     """The folder that keeps built binaries between runs, keyed by version."""
-    configured = os.environ.get(ENV_CACHE)
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "gpu-device-plugin-e2e"
+    return cache_folder(ENV_CACHE, "gpu-device-plugin-e2e")
 
 
 def kubernetes_version() -> str:
     """The k8s.io/kubernetes version required by e2e/k8s-build/go.mod."""
-    text = (K8S_BUILD_DIR / "go.mod").read_text()
-    match = re.search(r"^require k8s\.io/kubernetes (v\S+)$", text, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no 'require k8s.io/kubernetes vX' line in {K8S_BUILD_DIR / 'go.mod'}")
-    return match.group(1)
+    return required_version(K8S_BUILD_DIR / "go.mod", "k8s.io/kubernetes")

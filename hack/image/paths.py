@@ -6,9 +6,9 @@ written in exactly one place.
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
+
+from cluster.paths import cache_folder, required_version
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -26,16 +26,9 @@ ENV_CACHE = "GPU_DP_IMAGE_CACHE"
 
 
 def cache_dir() -> Path:
-    configured = os.environ.get(ENV_CACHE)
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "gpu-device-plugin-image"
+    return cache_folder(ENV_CACHE, "gpu-device-plugin-image")
 
 
 def buildkit_version() -> str:
     """The github.com/moby/buildkit version required by buildkit-build/go.mod."""
-    go_mod = BUILDKIT_BUILD_DIR / "go.mod"
-    match = re.search(r"^require github\.com/moby/buildkit (v\S+)$", go_mod.read_text(), re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no 'require github.com/moby/buildkit vX' line in {go_mod}")
-    return match.group(1)
+    return required_version(BUILDKIT_BUILD_DIR / "go.mod", "github.com/moby/buildkit")

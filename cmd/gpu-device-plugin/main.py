@@ -294,9 +294,13 @@ def serve(**flags: Any) -> None:
         try:
             asyncio.run(run_serve(config, tracing, otlp_metrics=otlp_metrics))
         finally:
-            tracing.shutdown()
-            if otlp_metrics is not None:
-                otlp_metrics.shutdown()
+            # Each bounded by its exporter's timeout (5 s for spans, 10 s for metrics by
+            # default): within the pod's 30 s grace period together.
+            try:
+                tracing.shutdown()
+            finally:
+                if otlp_metrics is not None:
+                    otlp_metrics.shutdown()
 
     run_or_exit(body)
 

@@ -8,9 +8,10 @@ that are only ever pickled and sent away: 40 % of issue 6's budget (10 % of
 an Allocate p99 of about 0.7 ms) before any export work. A span here is a slotted object that keeps what
 it is given and, when it ends, builds the tuple itself (about 8 us for the same
 span, its attributes and its end).
-What stays the SDK's: the sampler (OTEL_TRACES_SAMPLER and _ARG), the id
-generator and the span limits, all taken from the SDK's own objects, and the
-whole of the export, in the export process. That process rebuilds each span
+What stays the SDK's: the sampler (OTEL_TRACES_SAMPLER and _ARG) and the id
+generator, taken from an SDK TracerProvider, the span limits (the SDK's
+SpanLimits, reading the OTEL_*_LIMIT variables of this process, as the export
+process does), and the whole of the export, in the export process. That process rebuilds each span
 and checks its attribute values there (span_codec.SpanDecoder), off the path
 the kubelet waits on.
 
@@ -88,7 +89,7 @@ class PipeTracerProvider(trace.TracerProvider):
             instrumenting_module_name,
             instrumenting_library_version,
             schema_url,
-            tuple(sorted(attributes.items())) if attributes else None,
+            tuple(sorted((k, _frozen(v)) for k, v in attributes.items())) if attributes else None,
         )
         tracer = self._tracers.get(key)
         if tracer is None:
@@ -217,6 +218,7 @@ class PipeSpan(trace.Span):
         "_exported",
         "_kind",
         "_links",
+        "_links_added",
         "_name",
         "_parent",
         "_record_exception",
@@ -251,7 +253,8 @@ class PipeSpan(trace.Span):
         self._dropped_attributes = 0
         self._events: deque[tuple[str, dict[str, Any], int]] = deque(maxlen=limits.max_events)
         self._events_added = 0
-        self._links = tuple(links)
+        self._links: deque[Link] = deque(maxlen=limits.max_links)
+        self._links_added = 0
         self._status = _UNSET
         self._end: int | None = None
         self._record_exception = record_exception
@@ -259,6 +262,8 @@ class PipeSpan(trace.Span):
         self._exported = exported
         if attributes:
             self.set_attributes(attributes)
+        for link in links:
+            self.add_link(link.context, link.attributes)
         self._start = start_time if start_time is not None else time_ns()
 
     # -- the API -------------------------------------------------------------------
@@ -280,8 +285,10 @@ class PipeSpan(trace.Span):
             if key in mine:
                 del mine[key]
             elif room is not None and len(mine) >= room:
-                del mine[next(iter(mine))]
                 self._dropped_attributes += 1
+                if not mine:  # a limit of 0: nothing is kept
+                    continue
+                del mine[next(iter(mine))]
             mine[key] = _frozen(value)
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
@@ -294,8 +301,13 @@ class PipeSpan(trace.Span):
             self._events_added += 1
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
-        if self._end is None and context.is_valid:
-            self._links += (Link(context, attributes),)
+        # As the SDK: a link to nothing is kept only when it carries something; over
+        # the limit the oldest link makes room.
+        if self._end is not None or not (context.is_valid or attributes or context.trace_state):
+            return
+        self._links_added += 1
+        if self._links.maxlen != 0:
+            self._links.append(Link(context, attributes))
 
     def update_name(self, name: str) -> None:
         if self._end is None:
@@ -339,8 +351,7 @@ class PipeSpan(trace.Span):
         parent = self._parent
         status = self._status
         events = self._events
-        max_links = tracer.limits.max_links
-        links = self._links if max_links is None else self._links[:max_links]
+        links = self._links
         tracer.sink.send(
             (
                 self._name,
@@ -355,7 +366,7 @@ class PipeSpan(trace.Span):
                 tuple(events),
                 tuple((context_to_tuple(link.context), dict(link.attributes or {})) for link in links),
                 tracer.scope,
-                (self._dropped_attributes, self._events_added - len(events), len(self._links) - len(links)),
+                (self._dropped_attributes, self._events_added - len(events), self._links_added - len(links)),
             )
         )
 

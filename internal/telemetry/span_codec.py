@@ -129,11 +129,11 @@ class SpanDecoder:
         self._limits = limits or SpanLimits()
         self._scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
 
-    def _checked(self, attributes: Mapping[str, Any], count_limit: int | None) -> BoundedAttributes:
+    def _checked(
+        self, attributes: Mapping[str, Any], count_limit: int | None, value_limit: int | None
+    ) -> BoundedAttributes:
         """Values of a type OTLP cannot carry are dropped (and logged) here, as the SDK's span would."""
-        return BoundedAttributes(
-            count_limit, attributes, immutable=True, max_value_len=self._limits.max_span_attribute_length
-        )
+        return BoundedAttributes(count_limit, attributes, immutable=True, max_value_len=value_limit)
 
     def _scope(self, plain: ScopeTuple | None) -> InstrumentationScope | None:
         if plain is None:
@@ -161,18 +161,29 @@ class SpanDecoder:
             scope,
             dropped,
         ) = plain
+        limits = self._limits
         return RebuiltSpan(
             name=name,
             context=_span_context(context),
             parent=_span_context(parent) if parent is not None else None,
             resource=self.resource,
-            attributes=self._checked(attributes, self._limits.max_span_attributes),
+            # As the SDK: the span-attribute length limit for the span's own values, the
+            # general one for its events' and links'.
+            attributes=self._checked(
+                attributes, limits.max_span_attributes, limits.max_span_attribute_length
+            ),
             events=tuple(
-                Event(n, self._checked(a, self._limits.max_event_attributes), timestamp=t)
+                Event(
+                    n, self._checked(a, limits.max_event_attributes, limits.max_attribute_length), timestamp=t
+                )
                 for n, a, t in events
             ),
             links=tuple(
-                Link(_span_context(c), self._checked(a, self._limits.max_link_attributes)) for c, a in links
+                Link(
+                    _span_context(c),
+                    self._checked(a, limits.max_link_attributes, limits.max_attribute_length),
+                )
+                for c, a in links
             ),
             kind=_KINDS[kind],
             status=Status(_CODES[code], description),

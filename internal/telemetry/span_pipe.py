@@ -121,12 +121,7 @@ class SpanPipe(SpanProcessor):
         self._wake = threading.Event()
         self._wake_at = early_flush_at if early_flush_at is not None else max(1, max_buffered // 2)
         self._child = subprocess.Popen(
-            argv
-            or (
-                ["sh", "-c", "cat > /dev/null"]
-                if os.environ.get("XP_CAT")
-                else [sys.executable, "-m", CHILD_MODULE]
-            ),
+            argv or [sys.executable, "-m", CHILD_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=dict(env) if env is not None else None,
@@ -185,7 +180,13 @@ class SpanPipe(SpanProcessor):
         # In batches of at most BATCH spans: pickling holds the GIL, so a flush of
         # a busy second's spans must not stall the event loop for all of it at once.
         while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+            batch: list[SpanTuple] = []
+            # Popped one by one until empty: force_flush may drain from another thread.
+            with contextlib.suppress(IndexError):
+                while len(batch) < BATCH:
+                    batch.append(self._buffer.popleft())
+            if not batch:
+                return
             try:
                 self._send(("spans", batch), deadline, droppable=True)
             except (ChildGone, Backlog):

@@ -155,6 +155,9 @@ async def test_serve_pushes_metrics_when_the_environment_asks_and_flushes_on_exi
     points = await receiver.wait_for_points(lambda points: bool(points), timeout=5)
     assert latest_value(points, P + "allocations", result="ok") == 1
     assert latest_value(points, P + "registrations", result="ok") == 1
+    # With no Prometheus endpoint, the device gauges still follow the inventory.
+    assert latest_value(points, P + "devices", resource="example.com/gpu", health="Healthy") == 8
+    assert latest_value(points, P + "devices", resource="example.com/gpu", health="Unhealthy") == 0
 
 
 @pytest.mark.parametrize(

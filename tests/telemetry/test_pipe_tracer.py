@@ -109,6 +109,25 @@ def over_the_limits(tracer: trace.Tracer) -> None:
             span.add_event(f"update {i}")
 
 
+def many_links(tracer: trace.Tracer) -> None:
+    nothing = SpanContext(0, 0, is_remote=False)  # invalid: kept only when it carries something
+    others = [SpanContext(0xABC, 0x100 + i, is_remote=True) for i in range(3)]
+    span = tracer.start_span("linked a lot", links=[Link(c, {"n": i}) for i, c in enumerate(others)])
+    span.add_link(nothing)
+    span.add_link(nothing, {"why": "named anyway"})
+    span.add_link(REMOTE_SAMPLED, {"why": "last"})
+    span.end()
+
+
+def long_values(tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span(
+        "long", attributes={"gpu.reason": "XID 79: fallen off the bus"}
+    ) as span:
+        span.set_attribute("gpu.ids", ["GPU-0123456789", "GPU-9"])
+        span.add_event("devices sent", {"gpu.reason": "a long reason indeed"})
+        span.add_link(REMOTE_SAMPLED, {"why": "because of a long story"})
+
+
 SCENARIOS: list[Scenario] = [
     nested_with_attributes_and_events,
     status_rules,
@@ -120,7 +139,26 @@ SCENARIOS: list[Scenario] = [
     continues_a_remote_parent,
     links_and_explicit_times,
     over_the_limits,
+    many_links,
+    long_values,
 ]
+
+# Span limits (the SDK's SpanLimits reads them when a provider is made): small, none
+# at all, and value-length limits for spans only or for everything.
+LIMITS: dict[str, dict[str, str]] = {
+    "small": {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "4",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT": "3",
+        "OTEL_SPAN_LINK_COUNT_LIMIT": "2",
+    },
+    "zero": {
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "0",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT": "0",
+        "OTEL_SPAN_LINK_COUNT_LIMIT": "0",
+    },
+    "short span values": {"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "5"},
+    "short values": {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "5"},
+}
 
 
 def view(spans: tuple[ReadableSpan, ...]) -> list[dict[str, Any]]:
@@ -150,7 +188,10 @@ def view(spans: tuple[ReadableSpan, ...]) -> list[dict[str, Any]]:
             "events": [(e.name, attributes(e.attributes), e.dropped_attributes) for e in s.events],
             "event times": [e.timestamp for e in s.events] if s.start_time == 1_000 else None,
             "times": (s.start_time, s.end_time) if s.start_time == 1_000 else None,
-            "links": [(link.context.span_id, dict(link.attributes or {})) for link in s.links],
+            "links": [
+                (link.context.span_id, dict(link.attributes or {}), link.dropped_attributes)
+                for link in s.links
+            ],
             "status": (s.status.status_code, s.status.description),
             "dropped": (s.dropped_attributes, s.dropped_events, s.dropped_links),
         }
@@ -158,13 +199,13 @@ def view(spans: tuple[ReadableSpan, ...]) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize("limits", LIMITS.values(), ids=LIMITS.keys())
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 def test_a_pipe_span_exports_as_the_sdk_span_would(
-    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+    scenario: Scenario, limits: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Small limits, read by both tracers (SpanLimits) when their provider is made.
-    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "4")
-    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "3")
+    for name, setting in limits.items():
+        monkeypatch.setenv(name, setting)
     exported = {}
     for kind in ("sdk", "pipe"):
         recorder = SpanRecorder(kind)

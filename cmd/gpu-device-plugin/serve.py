@@ -52,14 +52,17 @@ async def serve(
     )
     cell = SnapshotCell(inventory)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
-    prometheus = None if config.metrics_address is None else metrics or Metrics()
-    sink = combined([s for s in (prometheus, otlp_metrics) if s is not None])
-    if prometheus is not None and config.metrics_address is not None:
+    pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
+    if config.metrics_address is not None:
+        metrics = metrics or Metrics()
+        sink = combined([metrics, *pushed])
         tasks["metrics"] = serve_metrics(
-            prometheus, cell, resource_name=config.resource_name, address=config.metrics_address, sink=sink
+            metrics, cell, resource_name=config.resource_name, address=config.metrics_address, sink=sink
         )
-    elif otlp_metrics is not None:
-        tasks["metrics"] = follow_inventory(sink, cell, resource_name=config.resource_name)
+    else:
+        sink = combined(pushed)
+        if pushed:
+            tasks["metrics"] = follow_inventory(sink, cell, resource_name=config.resource_name)
     service = DevicePluginService(
         resource_name=config.resource_name,
         cell=cell,

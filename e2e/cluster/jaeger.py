@@ -36,6 +36,7 @@ from typing import Any
 
 from . import paths
 from .build import go_build
+from .lifecycle import StartedInWith
 from .local import free_port
 
 JAEGER_BUILD_DIR = paths.E2E_DIR / "jaeger-build"
@@ -136,7 +137,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-class Jaeger:
+class Jaeger(StartedInWith):
     """One Jaeger process. Use as a context manager, or call start() then close().
 
     Ports left at 0 are picked free at start.
@@ -180,17 +181,6 @@ class Jaeger:
 
     def query(self) -> JaegerQuery:
         return JaegerQuery(self.query_url)
-
-    def __enter__(self) -> Jaeger:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def start(self, *, timeout: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)

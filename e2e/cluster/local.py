@@ -37,6 +37,7 @@ from typing import Any
 
 from . import images, pki
 from .build import Toolchain
+from .lifecycle import StartedInWith
 
 #: The node's name is its address: the kubelet refuses a loopback --node-ip, but
 #: takes an IP given as the hostname override as the node's InternalIP. That is
@@ -82,7 +83,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalCluster:
+class LocalCluster(StartedInWith):
     """One node on host processes. Use as a context manager, or call start() then close()."""
 
     def __init__(
@@ -123,17 +124,6 @@ class LocalCluster:
         self._made_host_dirs: list[Path] = []
 
     # ----------------------------------------------------------------- lifecycle
-
-    def __enter__(self) -> LocalCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def start(self) -> None:
         started = time.monotonic()

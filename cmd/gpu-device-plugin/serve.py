@@ -21,10 +21,12 @@ from gpu_device_plugin.health.nvml import NvmlHealthSource
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.service import DevicePluginService
+from gpu_device_plugin.server.sockets import check_plugin_dir
 from gpu_device_plugin.server.supervisor import PluginSupervisor
 from gpu_device_plugin.telemetry.metrics import (
     NULL_METRICS,
     Metrics,
+    MetricsEndpoint,
     MetricsSink,
     combined,
     follow_inventory,
@@ -46,6 +48,27 @@ async def serve(
     """Run until stopped. `metrics`: the object to record into when --metrics-address is set
     (tests pass their own to read its URL); made here when not given. `otlp_metrics`: the
     OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both."""
+    # What the environment can refuse (the folder, the metrics port) is tried first,
+    # so a bad one exits 2 before discovery, any server or any registration.
+    check_plugin_dir(config.device_plugin_dir, config.resource_name)
+    endpoint: MetricsEndpoint | None = None
+    if config.metrics_address is not None:
+        endpoint = MetricsEndpoint(metrics or Metrics(), config.metrics_address)
+    try:
+        await _serve(config, tracing, stop, endpoint=endpoint, otlp_metrics=otlp_metrics)
+    finally:
+        if endpoint is not None:
+            await endpoint.close()
+
+
+async def _serve(
+    config: ServeConfig,
+    tracing: Tracing,
+    stop: asyncio.Event | None,
+    *,
+    endpoint: MetricsEndpoint | None,
+    otlp_metrics: MetricsSink | None,
+) -> None:
     backend = make_backend(config.discovery)
     inventory = initial_inventory(
         backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
@@ -53,12 +76,9 @@ async def serve(
     cell = SnapshotCell(inventory)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
-    if config.metrics_address is not None:
-        metrics = metrics or Metrics()
-        sink = combined([metrics, *pushed])
-        tasks["metrics"] = serve_metrics(
-            metrics, cell, resource_name=config.resource_name, address=config.metrics_address, sink=sink
-        )
+    if endpoint is not None:
+        sink = combined([endpoint.metrics, *pushed])
+        tasks["metrics"] = serve_metrics(endpoint, cell, resource_name=config.resource_name, sink=sink)
     else:
         sink = combined(pushed)
         if pushed:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
+import tempfile
 import time
 from pathlib import Path
+
+from gpu_device_plugin.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,45 @@ def socket_prefix(resource_name: str) -> str:
 def fresh_socket_name(resource_name: str, generation: int) -> str:
     stamp = format(time.time_ns() // 1_000_000, "x")
     return f"{socket_prefix(resource_name)}-{stamp}-{generation}.sock"
+
+
+def check_plugin_dir(plugin_dir: Path, resource_name: str) -> None:
+    """Refuse a device-plugins folder we could not serve in, before anything starts.
+
+    The kubelet creates its folder and never deletes it (a restart removes only the
+    files in it), so a missing folder is a wrong path or a missing hostPath mount,
+    never something to create and wait in. Writability is tried, not inferred from
+    the mode bits: root passes access(2) on a read-only mount it still cannot write.
+    """
+    field = "device-plugin-dir"
+    if not plugin_dir.exists():
+        raise ConfigError(
+            field,
+            f"{plugin_dir} does not exist: it must be the kubelet's device-plugins folder "
+            f"(the one holding {KUBELET_SOCKET}); check the path and, in a pod, the hostPath volume",
+        )
+    if not plugin_dir.is_dir():
+        raise ConfigError(field, f"{plugin_dir} is not a folder")
+    longest = plugin_dir / fresh_socket_name(resource_name, 999_999)
+    if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            field,
+            f"{plugin_dir} is too long: a socket path there ({len(os.fsencode(longest))} bytes) would "
+            f"pass the {MAX_SOCKET_PATH}-byte limit of unix sockets; shorten it or --resource-name",
+        )
+    try:
+        # Removed at once; the kubelet never reads this folder's other files.
+        handle, probe = tempfile.mkstemp(dir=plugin_dir, prefix=".gpu-device-plugin-check-")
+    except OSError as err:
+        raise ConfigError(
+            field,
+            f"{plugin_dir} is not writable ({err.strerror or err}): the plugin creates its socket "
+            "there; mount it read-write and run as a user that may write to it",
+        ) from err
+    os.close(handle)
+    # A kubelet restarting at this moment removes every file in the folder: this one too.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(probe)
 
 
 def answers(path: Path) -> bool:

@@ -26,7 +26,12 @@ from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.registration import API_VERSION, REGISTRATION_BACKOFF, register_until_accepted
 from gpu_device_plugin.server.service import DevicePluginService
-from gpu_device_plugin.server.sockets import KUBELET_SOCKET, fresh_socket_name, remove_stale_sockets
+from gpu_device_plugin.server.sockets import (
+    KUBELET_SOCKET,
+    check_plugin_dir,
+    fresh_socket_name,
+    remove_stale_sockets,
+)
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 from gpu_device_plugin.telemetry.server_spans import ServerSpans
@@ -55,7 +60,8 @@ class PluginSupervisor:
         return self.plugin_dir / KUBELET_SOCKET
 
     async def run(self) -> None:
-        self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        # Never created here: a missing folder is a wrong path, not one to wait in.
+        check_plugin_dir(self.plugin_dir, self.service.resource_name)
         remove_stale_sockets(self.plugin_dir, self.service.resource_name)
         # Armed before the first server starts, so no restart can slip past.
         with FolderWatch(self.plugin_dir) as watcher:

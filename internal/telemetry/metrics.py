@@ -29,6 +29,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from gpu_device_plugin import __version__
+from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
 
 log = logging.getLogger(__name__)
@@ -190,26 +191,51 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+class MetricsEndpoint:
+    """The HTTP server for `metrics`, listening from construction until `close()`.
+
+    Bound synchronously at start, before any server or registration: a taken port
+    or an unknown host is a ConfigError naming --metrics-address, and nothing else
+    has started yet.
+    """
+
+    def __init__(self, metrics: Metrics, address: str) -> None:
+        host, port = parse_address(address)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        except OSError as err:  # EADDRINUSE, EACCES (a port below 1024), an unknown host (gaierror)
+            reason = err.strerror or str(err)
+            raise ConfigError("metrics-address", f"cannot listen on {address}: {reason}") from err
+        self.metrics = metrics
+        bound_host, bound_port = str(self._server.server_address[0]), int(self._server.server_address[1])
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{shown}:{bound_port}/metrics"
+        self._closed = False
+        metrics.url = self.url
+        metrics.listening.set()
+        log.info("serving metrics at %s", self.url)
+
+    async def close(self) -> None:
+        """Stop listening; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self.metrics.listening.clear()
+        self.metrics.url = None
+        # shutdown() waits for serve_forever's next poll (up to 0.5 s): off the loop.
+        await asyncio.shield(asyncio.to_thread(self._server.shutdown))
+        self._server.server_close()
+        self._thread.join(timeout=1.0)
+
+
 @asynccontextmanager
 async def metrics_endpoint(metrics: Metrics, address: str) -> AsyncIterator[str]:
     """Serve `metrics` at http://address/metrics while inside; yields the URL (real port)."""
-    host, port = parse_address(address)
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    url = f"http://{shown}:{bound_port}/metrics"
-    metrics.url = url
-    metrics.listening.set()
-    log.info("serving metrics at %s", url)
+    endpoint = MetricsEndpoint(metrics, address)
     try:
-        yield url
+        yield endpoint.url
     finally:
-        metrics.listening.clear()
-        metrics.url = None
-        # shutdown() waits for serve_forever's next poll (up to 0.5 s): off the loop.
-        await asyncio.shield(asyncio.to_thread(server.shutdown))
-        server.server_close()
-        thread.join(timeout=1.0)
+        await endpoint.close()
 
 
 async def follow_inventory(sink: MetricsSink, cell: SnapshotCell[Inventory], *, resource_name: str) -> None:
@@ -219,17 +245,18 @@ async def follow_inventory(sink: MetricsSink, cell: SnapshotCell[Inventory], *, 
 
 
 async def serve_metrics(
-    metrics: Metrics,
+    endpoint: MetricsEndpoint,
     cell: SnapshotCell[Inventory],
     *,
     resource_name: str,
-    address: str,
     sink: MetricsSink | None = None,
 ) -> None:
-    """Root task: the HTTP endpoint, and the device gauges kept equal to the cell, in
-    `sink` (`metrics` itself, or every sink the plugin records into)."""
-    async with metrics_endpoint(metrics, address):
-        await follow_inventory(sink or metrics, cell, resource_name=resource_name)
+    """Root task: the device gauges kept equal to the cell, in `sink` (the endpoint's
+    metrics, or every sink the plugin records into); the endpoint is closed when it ends."""
+    try:
+        await follow_inventory(sink or endpoint.metrics, cell, resource_name=resource_name)
+    finally:
+        await endpoint.close()
 
 
 class TeeMetrics:

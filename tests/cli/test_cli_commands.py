@@ -89,6 +89,7 @@ def test_serve_refuses_bad_configuration_with_exit_2(
 def test_serve_refuses_a_broken_fake_file_naming_the_field(tmp_path: Path, quiet_logging: None) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("devices:\n  - uuid: GPU-a\n    health: Sick\n")
+    (tmp_path / "dp").mkdir()
 
     result = run(
         "serve",
@@ -102,7 +103,7 @@ def test_serve_refuses_a_broken_fake_file_naming_the_field(tmp_path: Path, quiet
 
     assert result.exit_code == 2
     assert f"bad configuration: {broken}: devices.0.health: " in result.stderr
-    assert not (tmp_path / "dp").exists()  # refused before any server started
+    assert list((tmp_path / "dp").iterdir()) == []  # refused before any server started
 
 
 @pytest.mark.parametrize(

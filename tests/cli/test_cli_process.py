@@ -73,6 +73,7 @@ def test_bad_configuration_exits_2(command: str, args: tuple[str, ...], named: s
 def test_broken_fake_file_exits_2_naming_the_field(command: str, tmp_path: Path, short_dir: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("devices:\n  - {uuid: GPU-a}\n  - {uuid: GPU-b, numa: -2}\n")
+    (short_dir / "dp").mkdir()
 
     result = run(
         command,
@@ -87,7 +88,7 @@ def test_broken_fake_file_exits_2_naming_the_field(command: str, tmp_path: Path,
 
     assert result.returncode == 2
     assert f"bad configuration: {broken}: devices.1.numa: " in result.stderr
-    assert not (short_dir / "dp").exists()
+    assert list((short_dir / "dp").iterdir()) == []
 
 
 @needs_no_gpu
@@ -139,6 +140,7 @@ def serving_without_gpu(
     command: str, short_dir: Path
 ) -> Iterator[tuple[subprocess.Popen[str], LineReader, Path]]:
     plugin_dir = short_dir / "dp"
+    plugin_dir.mkdir()  # the kubelet's folder always exists
     process = subprocess.Popen(
         [
             command,

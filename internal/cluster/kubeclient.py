@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from gpu_device_plugin.cluster.kubeconfig import yaml_problem
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError, Failure, NodeInfo
 from gpu_device_plugin.errors import ConfigError
 
@@ -30,6 +32,9 @@ from gpu_device_plugin.errors import ConfigError
 REQUEST_TIMEOUT_S = (5.0, 15.0)
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_KUBECONFIG = "~/.kube/config"
+# What loading a kubeconfig raises: the client's own error, an unreadable file, broken YAML,
+# and (for YAML that is not a kubeconfig's shape) whatever indexing it raised.
+LOAD_ERRORS = (ConfigException, OSError, ValueError, yaml.YAMLError, TypeError, AttributeError, KeyError)
 T = TypeVar("T")
 
 
@@ -43,10 +48,11 @@ def daemon_client(kubeconfig: Path | None) -> client.ApiClient:
             )
         else:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError, ValueError) as err:
+    except LOAD_ERRORS as err:
         where = str(kubeconfig) if kubeconfig is not None else "in-cluster service account"
         hint = "" if kubeconfig is not None else " (not in a pod? give --kubeconfig)"
-        raise ConfigError("kubeconfig", f"cannot load {where}: {err}{hint}") from err
+        raise ConfigError("kubeconfig", f"cannot load {where}: {_load_problem(err)}{hint}") from err
+    _check_server(configuration, str(kubeconfig) if kubeconfig is not None else "in-cluster service account")
     return _client(configuration)
 
 
@@ -62,9 +68,26 @@ def user_client(kubeconfig: Path | None, context: str | None) -> client.ApiClien
             client_configuration=configuration,
             persist_config=False,
         )
-    except (ConfigException, OSError, ValueError) as err:
-        raise ConfigError("kubeconfig", f"cannot load a kubeconfig from {source}: {err}") from err
+    except LOAD_ERRORS as err:
+        problem = _load_problem(err)
+        raise ConfigError("kubeconfig", f"cannot load a kubeconfig from {source}: {problem}") from err
+    _check_server(configuration, source)
     return _client(configuration)
+
+
+def _load_problem(err: Exception) -> str:
+    if isinstance(err, yaml.YAMLError):
+        return f"not valid YAML: {yaml_problem(err)}"
+    if isinstance(err, TypeError | AttributeError | KeyError):
+        # The loader indexes the parsed YAML without checking its shape first.
+        return f"not a kubeconfig (a mapping of clusters, contexts and users): {err}"
+    return " ".join(str(err).split())
+
+
+def _check_server(configuration: client.Configuration, source: str) -> None:
+    # The loader accepts a cluster without a server and every request would then fail obscurely.
+    if not configuration.host:
+        raise ConfigError("kubeconfig", f"cannot load a kubeconfig from {source}: its cluster has no server")
 
 
 def _client(configuration: client.Configuration) -> client.ApiClient:

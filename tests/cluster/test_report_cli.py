@@ -210,7 +210,9 @@ def test_context_and_kubeconfig_from_the_environment(api: FakeApiServer, tmp_pat
         pytest.param(
             ["--context", "nope"], "kubeconfig: cannot load a kubeconfig from", id="unknown-context"
         ),
-        pytest.param(["--page-size", "0"], "Invalid value for '--page-size'", id="bad-page-size"),
+        pytest.param(
+            ["--page-size", "0"], "bad configuration: page-size: 0 is not in the range", id="bad-page-size"
+        ),
     ],
 )
 def test_usage_errors_exit_2(api: FakeApiServer, tmp_path: Path, args: list[str], complaint: str) -> None:

@@ -70,8 +70,7 @@ def test_off_by_default(served: list[ServeConfig]) -> None:
 
 
 def test_flags_and_the_downward_api_variable(served: list[ServeConfig], tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kc"
-    kubeconfig.write_text("{}")
+    kubeconfig = unreachable_kubeconfig(tmp_path)
     env = {
         "GPU_DP_NODE_LABELS": "true",
         "GPU_DP_NODE_EVENTS": "1",
@@ -184,11 +183,17 @@ async def test_an_unreachable_api_server_never_holds_up_the_kubelet_side(
 async def test_a_kubeconfig_that_cannot_be_loaded_stops_serve_as_bad_configuration(
     kubelet: KubeletSim, fake_config: Path, start_plugin, tmp_path: Path, labels: bool, events: bool
 ) -> None:
+    # Readable YAML naming a server, so the check at start passes; the client's loader
+    # then fails on the missing certificate, when it first connects.
     broken = tmp_path / "broken.kubeconfig"
-    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    broken.write_text(
+        "apiVersion: v1\ncurrent-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        f"users: [{{name: u, user: {{client-certificate: {tmp_path / 'absent.crt'}}}}}]\n"
+    )
     config = ClusterConfig(node_labels=labels, node_events=events, kubeconfig=broken, node_name=NODE)
     plugin = start_plugin(fake_config, cluster=config)
-    with pytest.raises(ConfigError, match=r"kubeconfig: cannot load .*broken\.kubeconfig"):
+    with pytest.raises(ConfigError, match=r"kubeconfig: cannot load .*broken\.kubeconfig.*absent\.crt"):
         await asyncio.wait_for(plugin.task, 10)
 
 

@@ -82,7 +82,24 @@ class NvmlSession:
         try:
             self.lib.nvmlInit()
         except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, OSError ...
-            raise DiscoveryError(f"NVML could not be initialised: {err}") from err
+            # What to check, by NVML's error code (pynvml's NVML_ERROR_*): a bare
+            # "NVML Shared Library Not Found" leaves a node's owner guessing.
+            checks = {
+                12: "libnvidia-ml.so.1 was not found: is the NVIDIA driver installed on this node? In a pod "
+                "the NVIDIA container toolkit injects it (runtimeClassName: nvidia, or nvidia as "
+                "containerd's default runtime); a driver installed elsewhere needs --driver-root",
+                9: "the NVIDIA kernel driver is not loaded on this node (is `nvidia-smi` working there?)",
+                4: "no permission to open the NVIDIA devices (/dev/nvidiactl): run privileged, or give "
+                "the container the devices",
+                18: "the driver's library and kernel module differ in version (a driver upgrade "
+                "without a reboot?)",
+            }
+            code = getattr(err, "value", None)
+            hint = checks.get(code) if isinstance(code, int) else None
+            if hint is None and isinstance(err, OSError):
+                hint = checks[12]  # the loader's own failure, raised before pynvml classified it
+            detail = f"{err}: {hint}" if hint else str(err)
+            raise DiscoveryError(f"NVML could not be initialised: {' '.join(detail.split())}") from err
         self._open = True
 
     def close(self) -> None:

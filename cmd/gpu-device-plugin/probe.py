@@ -7,7 +7,34 @@ from pathlib import Path
 import click
 import grpc
 
+from gpu_device_plugin.cli.oneline import one_line
 from gpu_device_plugin.server.client import PluginClient, find_plugin_socket
+from gpu_device_plugin.server.sockets import answers, our_sockets, socket_prefix
+
+
+def not_serving(path: Path) -> str | None:
+    """Why nothing can answer at `path`, or None when something accepts connections there."""
+    if not path.exists():
+        return "no such file (the plugin is not running, or serves under another name: leave out --socket)"
+    if not path.is_socket():
+        return "it is not a socket"
+    if not answers(path):
+        return "the socket exists but nothing accepts connections (left by a plugin that was killed?)"
+    return None
+
+
+def not_found(plugin_dir: Path, resource_name: str) -> str:
+    """The one line for a folder in which no socket of ours answers: what was searched, what was found."""
+    head = f"nothing is serving at {plugin_dir}: no answering socket for {resource_name}"
+    if not plugin_dir.exists():
+        return f"{head}: the folder does not exist (check --device-plugin-dir)"
+    if not plugin_dir.is_dir():
+        return f"{head}: it is not a folder (check --device-plugin-dir)"
+    pattern = f"{socket_prefix(resource_name)}-*.sock"
+    found = len(our_sockets(plugin_dir, resource_name))
+    if found == 0:
+        return f"{head} (looked for {pattern}: none there; is the plugin running, with this --resource-name?)"
+    return f"{head} ({found} match {pattern}, none accepting connections: left by a plugin that was killed?)"
 
 
 async def run_probe(
@@ -19,9 +46,14 @@ async def run_probe(
     *,
     serving_only: bool = False,
 ) -> bool:
+    if socket_path is not None:
+        problem = not_serving(socket_path)
+        if problem is not None:
+            click.echo(f"gpu-device-plugin: nothing is serving at {socket_path}: {problem}", err=True)
+            return False
     path = socket_path or find_plugin_socket(plugin_dir, resource_name)
     if path is None:
-        click.echo(f"no answering socket for {resource_name} in {plugin_dir}", err=True)
+        click.echo(f"gpu-device-plugin: {not_found(plugin_dir, resource_name)}", err=True)
         return False
     try:
         async with PluginClient(path, timeout=timeout) as client:
@@ -40,7 +72,7 @@ async def run_probe(
                 click.echo(f"preferred allocation of {preferred}: {', '.join(chosen)}")
     except (grpc.aio.AioRpcError, ConnectionError) as err:
         detail = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
-        click.echo(f"plugin at {path} did not answer: {detail}", err=True)
+        click.echo(f"gpu-device-plugin: plugin at {path} did not answer: {one_line(detail)}", err=True)
         return False
     if view.unhealthy:
         click.echo(f"unhealthy: {', '.join(view.unhealthy)}", err=True)

@@ -8,11 +8,13 @@ the field, which the CLI turns into exit code 2.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.cluster.kubeconfig import check_kubeconfig
 from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX, check_label_prefix
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.tracker import RecoveryPolicy
@@ -21,6 +23,11 @@ from gpu_device_plugin.telemetry.metrics import parse_address
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_RESOURCE_NAME = "example.com/gpu"
+# Every number is finite and bounded: a NaN or an infinity compares false with every
+# bound and would disable a loop for ever without a word.
+MAX_FAKE_DEVICES = 1024
+MAX_PROBE_INTERVAL_S = 3600.0  # an hour: a probe less often than that is no health check
+MAX_QUIET_PERIOD_S = 86400.0  # a day, before the up-to-16x doubling for flapping devices
 
 # An extended resource name as the kubelet validates it: a DNS-1123 subdomain
 # prefix, a slash, and a qualified name; kubernetes.io domains are reserved.
@@ -51,6 +58,14 @@ def check_resource_name(name: str) -> str:
     return name
 
 
+def check_seconds(field: str, value: float, *, maximum: float, zero_ok: bool) -> float:
+    """A duration in seconds: finite, within (0 or above 0) .. maximum."""
+    lowest = "0" if zero_ok else "above 0"
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > maximum:
+        raise ConfigError(field, f"must be a number of seconds from {lowest} to {maximum:g}, got {value:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class DiscoveryConfig:
     kind: DiscoveryKind = DiscoveryKind.NVML
@@ -68,8 +83,23 @@ class DiscoveryConfig:
                 raise ConfigError(
                     "fake-config", "the fake backend needs exactly one of --fake-config or --fake-devices"
                 )
-            if self.fake_devices is not None and not 0 <= self.fake_devices <= 1024:
-                raise ConfigError("fake-devices", f"must be between 0 and 1024, got {self.fake_devices}")
+            if self.fake_devices is not None and not 0 <= self.fake_devices <= MAX_FAKE_DEVICES:
+                raise ConfigError(
+                    "fake-devices", f"must be between 0 and {MAX_FAKE_DEVICES}, got {self.fake_devices}"
+                )
+        else:
+            given = [
+                n
+                for n, v in (("--fake-config", self.fake_config), ("--fake-devices", self.fake_devices))
+                if v is not None
+            ]
+            if given:
+                # Silently trying NVML with a fake option set is what a typo looks like.
+                raise ConfigError(
+                    "discovery",
+                    f"{self.kind} contradicts {' and '.join(given)}, which only the fake backend reads: "
+                    "use --discovery fake, or drop them",
+                )
 
 
 class HealthChecks(enum.StrEnum):
@@ -94,12 +124,12 @@ class HealthConfig:
         return self.checks is HealthChecks.ALL
 
     def __post_init__(self) -> None:
-        if self.probe_interval_s <= 0:
-            raise ConfigError("health-probe-interval", f"must be positive, got {self.probe_interval_s:g}")
-        if self.recovery.quiet_period_s < 0:
-            raise ConfigError(
-                "health-quiet-period", f"must not be negative, got {self.recovery.quiet_period_s:g}"
-            )
+        check_seconds(
+            "health-probe-interval", self.probe_interval_s, maximum=MAX_PROBE_INTERVAL_S, zero_ok=False
+        )
+        check_seconds(
+            "health-quiet-period", self.recovery.quiet_period_s, maximum=MAX_QUIET_PERIOD_S, zero_ok=True
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +161,12 @@ class ClusterConfig:
             raise ConfigError(
                 "node-name", f"{which} needs this node's name: --node-name, or NODE_NAME (downward API)"
             )
-        if self.kubeconfig is not None and not self.kubeconfig.is_file():
-            raise ConfigError("kubeconfig", f"{self.kubeconfig} is not a file")
+        if self.kubeconfig is not None:
+            if not self.kubeconfig.is_file():
+                raise ConfigError("kubeconfig", f"{self.kubeconfig} is not a file")
+            # Read now, not when the client first connects (after registration): a broken
+            # file exits 2 at start instead of failing with the GPUs already advertised.
+            check_kubeconfig(self.kubeconfig)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,26 @@ from typing import Any, TypeVar
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import exitcodes
+from gpu_device_plugin.cli.oneline import (
+    BoundedInt,
+    FiniteFloat,
+    OneLineErrors,
+    field_name,
+    one_line,
+    remember_config_file,
+)
 from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX
 from gpu_device_plugin.config import (
     DEFAULT_PLUGIN_DIR,
     DEFAULT_RESOURCE_NAME,
+    MAX_FAKE_DEVICES,
+    MAX_PROBE_INTERVAL_S,
+    MAX_QUIET_PERIOD_S,
     ClusterConfig,
     DiscoveryConfig,
     DiscoveryKind,
@@ -60,6 +72,7 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: Path |
         raise click.BadParameter(f"cannot load {value}: {err}") from err
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value} must be a mapping of flag names to values")
+    keys = {str(k).replace("-", "_"): str(k) for k in data}
     values = {str(k).replace("-", "_"): v for k, v in data.items()}
     # A misspelt key would otherwise be ignored without a word.
     known = {p.name for p in ctx.command.params if p.expose_value}
@@ -67,11 +80,13 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: Path |
     if unknown:
         raise click.BadParameter(f"{value}: unknown keys {', '.join(unknown)}")
     ctx.default_map = values
+    # A bad value from the file is then reported as the file's key, not as the env var.
+    remember_config_file(ctx, value, keys)
     return value
 
 
 def fail(code: int, message: str) -> None:
-    click.echo(f"gpu-device-plugin: {message}", err=True)
+    click.echo(f"gpu-device-plugin: {one_line(message)}", err=True)
     sys.exit(code)
 
 
@@ -80,7 +95,8 @@ def run_or_exit(body: Callable[[], None]) -> None:
     try:
         body()
     except ConfigError as err:
-        fail(exitcodes.BAD_CONFIG, f"bad configuration: {err}")
+        where = field_name(click.get_current_context(silent=True), err.field)
+        fail(exitcodes.BAD_CONFIG, f"bad configuration: {where}: {err.reason}")
     except DiscoveryError as err:
         fail(exitcodes.FAILURE, str(err))
 
@@ -97,9 +113,13 @@ def discovery_options(func: F) -> F:
             env_option(
                 "--fake-config",
                 type=click.Path(path_type=Path, dir_okay=False),
-                help="Fake backend: YAML file of devices (edits take effect live).",
+                help="Fake backend: YAML file of devices, edits take effect live (implies --discovery fake).",
             ),
-            env_option("--fake-devices", type=int, help="Fake backend: N identical healthy GPUs."),
+            env_option(
+                "--fake-devices",
+                type=BoundedInt(0, MAX_FAKE_DEVICES),
+                help="Fake backend: N identical healthy GPUs (implies --discovery fake).",
+            ),
             env_option(
                 "--fail-on-init-error/--no-fail-on-init-error",
                 default=True,
@@ -114,8 +134,15 @@ def discovery_options(func: F) -> F:
 def discovery_config(
     discovery: str, fake_config: Path | None, fake_devices: int | None, fail_on_init_error: bool
 ) -> DiscoveryConfig:
+    kind = DiscoveryKind(discovery)
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx is not None and ctx.get_parameter_source("discovery") is not ParameterSource.DEFAULT
+    # A fake option alone means the fake backend; a --discovery nvml given with one is refused
+    # by DiscoveryConfig as a contradiction.
+    if not chosen and (fake_config is not None or fake_devices is not None):
+        kind = DiscoveryKind.FAKE
     return DiscoveryConfig(
-        kind=DiscoveryKind(discovery),
+        kind=kind,
         fake_config=fake_config,
         fake_devices=fake_devices,
         fail_on_init_error=fail_on_init_error,
@@ -183,7 +210,9 @@ def cluster_config(flags: dict[str, Any]) -> ClusterConfig:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(__version__, prog_name="gpu-device-plugin")
 def main() -> None:
     """Kubernetes device plugin for NVIDIA GPUs."""
@@ -243,11 +272,16 @@ def main() -> None:
 )
 @env_option(
     "--health-quiet-period",
-    type=float,
+    type=FiniteFloat(0, MAX_QUIET_PERIOD_S),
     default=60.0,
     help="Seconds a device must answer correctly, with no new fault, before it recovers.",
 )
-@env_option("--health-probe-interval", type=float, default=10.0, help="Seconds between device probes.")
+@env_option(
+    "--health-probe-interval",
+    type=FiniteFloat(0, MAX_PROBE_INTERVAL_S, min_open=True),
+    default=10.0,
+    help="Seconds between device probes.",
+)
 @env_option(
     "--log-format", type=click.Choice([f.value for f in LogFormat]), default="text", help="Log line format."
 )
@@ -348,8 +382,18 @@ def discover(as_json: bool, show_topology: bool, **flags: Any) -> None:
     help="Where to look for the plugin's socket.",
 )
 @env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Whose socket to look for.")
-@click.option("--preferred", type=int, help="Also ask for a preferred allocation of N devices.")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per call.")
+@click.option(
+    "--preferred",
+    type=BoundedInt(1, MAX_FAKE_DEVICES),
+    help="Also ask for a preferred allocation of N devices.",
+)
+@click.option(
+    "--timeout",
+    type=FiniteFloat(0, 600, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds per call.",
+)
 @click.option(
     "--serving-only",
     is_flag=True,
@@ -408,7 +452,7 @@ def demo(devices: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--page-size",
-    type=click.IntRange(1, 10_000),
+    type=BoundedInt(1, 10_000),
     default=500,
     show_default=True,
     help="Objects per list page.",

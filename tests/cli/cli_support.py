@@ -31,3 +31,18 @@ needs_no_gpu = pytest.mark.skipif(
 def environment_without_our_variables() -> dict[str, str]:
     """The caller's environment minus GPU_DP_* and OTEL_*, which would change what is tested."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("GPU_DP_", "OTEL_"))}
+
+
+def one_error_line(stderr: str, *phrases: str) -> str:
+    """The single line a refused command wrote to stderr; fails unless it holds every phrase.
+
+    The promise for a bad flag, variable, file or environment: one line, no traceback.
+    """
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    (line,) = lines
+    assert line.startswith("gpu-device-plugin: "), line
+    for phrase in phrases:
+        assert phrase in line, f"{phrase!r} not in {line!r}"
+    return line

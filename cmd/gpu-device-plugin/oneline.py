@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from click.exceptions import NoArgsIsHelpError
 
 PROG = "gpu-device-plugin"
 # ctx.meta key: (the --config file, {param name: the key as written in it}).
@@ -82,8 +83,8 @@ class ReportedUsageError(ReportedError):
 def reported() -> Iterator[None]:
     try:
         yield
-    except ReportedError:
-        raise
+    except (ReportedError, NoArgsIsHelpError):
+        raise  # the second: no command given, where click prints the help, which is wanted whole
     except click.ClickException as err:
         cls = ReportedUsageError if err.exit_code == ReportedUsageError.exit_code else ReportedError
         raise cls(describe(err)) from err

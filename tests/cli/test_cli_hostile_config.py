@@ -531,3 +531,11 @@ def test_probe_in_a_missing_folder(tmp_path: Path) -> None:
 )
 def test_usage_errors_are_one_line(args: tuple[str, ...], line: str) -> None:
     assert refused(run(*args), 2) == line
+
+
+def test_no_command_still_prints_the_whole_help() -> None:
+    result = run()
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: gpu-device-plugin [OPTIONS] COMMAND")
+    assert "serve" in result.stderr

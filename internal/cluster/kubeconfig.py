@@ -69,3 +69,20 @@ def check_kubeconfig(path: Path, context: str | None = None) -> None:
     cluster = _named(data.get("clusters"), str(cluster_name), "clusters", path)
     if not cluster.get("server"):
         raise ConfigError(FIELD, f"{path}: cluster {cluster_name!r} has no server")
+    _check_files(path, f"cluster {cluster_name!r}", cluster, ("certificate-authority",))
+    user_name = chosen.get("user")
+    users = data.get("users")
+    if user_name and isinstance(users, list):
+        user = next(
+            (u.get("user") for u in users if isinstance(u, dict) and u.get("name") == user_name), None
+        )
+        if isinstance(user, dict):
+            _check_files(path, f"user {user_name!r}", user, ("client-certificate", "client-key", "tokenFile"))
+
+
+def _check_files(path: Path, owner: str, entry: dict[str, Any], keys: tuple[str, ...]) -> None:
+    # The files a kubeconfig points at, relative to its own folder as the client resolves them.
+    for key in keys:
+        named = entry.get(key)
+        if isinstance(named, str) and named and not (path.parent / named).is_file():
+            raise ConfigError(FIELD, f"{path}: {owner} {key} {named} does not exist")

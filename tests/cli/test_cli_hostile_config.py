@@ -212,6 +212,12 @@ BROKEN_KUBECONFIGS = [
     pytest.param(
         CONTEXT + "clusters: [{name: c, cluster: {}}]\n", "cluster 'c' has no server", id="no-server"
     ),
+    pytest.param(
+        CONTEXT
+        + "clusters: [{name: c, cluster: {server: 'https://h:1', certificate-authority: /absent/ca}}]\n",
+        "cluster 'c' certificate-authority /absent/ca does not exist",
+        id="missing-ca-file",
+    ),
 ]
 
 
@@ -246,6 +252,7 @@ REPORT_REASONS = {
     "context-missing": "Expected object with name x",
     "no-clusters": "Expected object with name c",
     "no-server": "its cluster has no server",
+    "missing-ca-file": "File does not exist: /absent/ca",
 }
 
 

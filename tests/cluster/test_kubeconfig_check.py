@@ -63,6 +63,45 @@ def test_a_broken_kubeconfig_is_refused_naming_the_file(text: str, reason: str, 
     assert "\n" not in caught.value.reason
 
 
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        (
+            "clusters: [{name: one, cluster: {server: 'https://10.0.0.1', certificate-authority: ca.crt}}]",
+            "certificate-authority",
+        ),
+        ("users: [{name: u, user: {client-certificate: /absent/u.crt}}]", "client-certificate"),
+        ("users: [{name: u, user: {client-key: u.key}}]", "client-key"),
+        ("users: [{name: u, user: {tokenFile: token}}]", "tokenFile"),
+    ],
+)
+def test_a_file_it_points_at_must_exist(entry: str, key: str, tmp_path: Path) -> None:
+    clusters = (
+        ""
+        if entry.startswith("clusters")
+        else "clusters: [{name: one, cluster: {server: 'https://10.0.0.1'}}]\n"
+    )
+    path = tmp_path / "kubeconfig"
+    path.write_text("current-context: a\n" + CONTEXTS + clusters + entry + "\n")
+
+    with pytest.raises(ConfigError, match=rf"{key} \S+ does not exist"):
+        check_kubeconfig(path)
+
+
+def test_files_it_points_at_are_found_next_to_it(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text("")
+    (tmp_path / "u.key").write_text("")
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "current-context: a\n"
+        + CONTEXTS
+        + "clusters: [{name: one, cluster: {server: 'https://10.0.0.1', certificate-authority: ca.crt}}]\n"
+        + f"users: [{{name: u, user: {{client-key: {tmp_path / 'u.key'}}}}}]\n"
+    )
+
+    check_kubeconfig(path)
+
+
 def test_a_binary_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "kubeconfig"
     path.write_bytes(b"\xff\xfe\x00")

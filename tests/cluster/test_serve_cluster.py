@@ -184,16 +184,16 @@ async def test_a_kubeconfig_that_cannot_be_loaded_stops_serve_as_bad_configurati
     kubelet: KubeletSim, fake_config: Path, start_plugin, tmp_path: Path, labels: bool, events: bool
 ) -> None:
     # Readable YAML naming a server, so the check at start passes; the client's loader
-    # then fails on the missing certificate, when it first connects.
+    # then fails on the certificate data (not base64), when it first connects.
     broken = tmp_path / "broken.kubeconfig"
     broken.write_text(
         "apiVersion: v1\ncurrent-context: x\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
-        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
-        f"users: [{{name: u, user: {{client-certificate: {tmp_path / 'absent.crt'}}}}}]\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', certificate-authority-data: a}}]\n"
+        "users: [{name: u, user: {}}]\n"
     )
     config = ClusterConfig(node_labels=labels, node_events=events, kubeconfig=broken, node_name=NODE)
     plugin = start_plugin(fake_config, cluster=config)
-    with pytest.raises(ConfigError, match=r"kubeconfig: cannot load .*broken\.kubeconfig.*absent\.crt"):
+    with pytest.raises(ConfigError, match=r"kubeconfig: cannot load .*broken\.kubeconfig: Invalid base64"):
         await asyncio.wait_for(plugin.task, 10)
 
 

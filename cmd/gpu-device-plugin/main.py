@@ -384,6 +384,7 @@ def discover(as_json: bool, show_topology: bool, **flags: Any) -> None:
 @env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Whose socket to look for.")
 @click.option(
     "--preferred",
+    # As many as the fake backend may have: more than any real node.
     type=BoundedInt(1, MAX_FAKE_DEVICES),
     help="Also ask for a preferred allocation of N devices.",
 )

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from cluster import cachefill
+
 from . import debian, paths, tools
 
 BUILDKIT_PACKAGE = "github.com/moby/buildkit"
@@ -36,43 +38,49 @@ RUNTIME_BASE_REF = "gpu-device-plugin-runtime-base"
 
 
 def binaries(*, cache: Path) -> tuple[Path, Path]:
-    """(buildkitd, buildctl) at the pinned version, built first if not cached."""
+    """(buildkitd, buildctl) at the pinned version, built first if not cached.
+
+    Built under the folder's lock into a private folder renamed into place
+    (cluster.cachefill): two image builds never build BuildKit into one folder.
+    """
     version = paths.buildkit_version()
     bindir = cache / f"buildkit-{version}" / "bin"
-    if all((bindir / name).is_file() for name in COMMANDS):
-        return bindir / "buildkitd", bindir / "buildctl"
-    go = tools.program("go")
-    staging = bindir.with_name("bin.partial")
-    tools.remove(staging)
-    staging.mkdir(parents=True)
-    ldflags = f"-s -w -X {BUILDKIT_PACKAGE}/version.Version={version}"
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
-    env["PATH"] = f"{go.parent}:{env.get('PATH', '')}"
-    log_file = bindir.parent / "build.log"
-    tools.log(f"building BuildKit {version} from the Go module proxy (once); log: {log_file}")
-    started = time.monotonic()
-    tools.run(
-        [
-            go,
-            "build",
-            "-trimpath",
-            # Upstream's static build tags: no cgo user/DNS lookups, so the binaries run anywhere.
-            "-tags",
-            "osusergo netgo static_build",
-            "-ldflags",
-            ldflags,
-            "-o",
-            f"{staging}/",
-            *(f"{BUILDKIT_PACKAGE}/cmd/{name}" for name in COMMANDS),
-        ],
-        what=f"building BuildKit {version}",
-        cwd=paths.BUILDKIT_BUILD_DIR,
-        env=env,
-        log_file=log_file,
+
+    def complete(folder: Path) -> bool:
+        return all((folder / name).is_file() for name in COMMANDS)
+
+    def build_into(staging: Path) -> None:
+        go = tools.program("go")
+        ldflags = f"-s -w -X {BUILDKIT_PACKAGE}/version.Version={version}"
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
+        env["PATH"] = f"{go.parent}:{env.get('PATH', '')}"
+        log_file = bindir.parent / "build.log"
+        tools.log(f"building BuildKit {version} from the Go module proxy (once); log: {log_file}")
+        started = time.monotonic()
+        tools.run(
+            [
+                go,
+                "build",
+                "-trimpath",
+                # Upstream's static build tags: no cgo user/DNS lookups, so the binaries run anywhere.
+                "-tags",
+                "osusergo netgo static_build",
+                "-ldflags",
+                ldflags,
+                "-o",
+                f"{staging}/",
+                *(f"{BUILDKIT_PACKAGE}/cmd/{name}" for name in COMMANDS),
+            ],
+            what=f"building BuildKit {version}",
+            cwd=paths.BUILDKIT_BUILD_DIR,
+            env=env,
+            log_file=log_file,
+        )
+        tools.log(f"built BuildKit {version} in {time.monotonic() - started:.0f} s")
+
+    cachefill.fill_once(
+        bindir, build_into, complete=complete, what=f"BuildKit {version}", log=tools.log, remove=tools.remove
     )
-    tools.remove(bindir)
-    staging.rename(bindir)
-    tools.log(f"built BuildKit {version} in {time.monotonic() - started:.0f} s")
     return bindir / "buildkitd", bindir / "buildctl"
 
 

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster import cachefill
 from cluster import images as oci
 
 from . import tools
@@ -151,20 +152,31 @@ def bases(*, cache: Path, refresh: bool = False) -> Bases:
     debootstrap = tools.program("debootstrap")
     for name in ("chroot", "mount", "umount"):
         tools.program(name)
-    partial = made.folder.with_name(made.folder.name + ".partial")
-    tools.remove(partial)
-    partial.mkdir(parents=True)
-    work = Path(tempfile.mkdtemp(prefix="work-", dir=partial))
-    try:
-        _make(partial, work, debootstrap)
-    finally:
-        tools.remove(work)
-    tools.remove(made.folder)
-    partial.rename(made.folder)
-    # Bases of earlier recipes are never read again (the key changes with the recipe).
+
+    def make_into(partial: Path) -> None:
+        work = Path(tempfile.mkdtemp(prefix="work-", dir=partial))
+        try:
+            _make(partial, work, debootstrap)
+        finally:
+            tools.remove(work)
+
+    # Under the folder's lock, into a private folder renamed into place (cluster.cachefill).
+    cachefill.fill_once(
+        made.folder,
+        make_into,
+        complete=lambda folder: (folder / "base.json").is_file(),
+        what="the Debian bases",
+        log=tools.log,
+        refresh=refresh,
+        remove=tools.remove,
+    )
+    # Bases of earlier recipes are never read again (the key changes with the recipe);
+    # one another run is making or using (its lock is held) stays.
     for stale in made.folder.parent.iterdir():
-        if stale != made.folder:
-            tools.remove(stale)
+        if stale.name.startswith(".") or stale.suffix == ".lock" or stale == made.folder:
+            continue
+        if cachefill.try_remove(stale, remove=tools.remove):
+            tools.log(f"removed the bases of an earlier recipe: {stale}")
     return made
 
 

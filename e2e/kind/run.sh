@@ -8,17 +8,22 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cluster=${KIND_CLUSTER_NAME:-gpu-dp-e2e}
 image=localhost/gpu-device-plugin:dev
 
+# Everything that is missing, in one message: a user should not install one thing,
+# run again and only then learn of the next.
 missing=()
 command -v docker >/dev/null || missing+=("docker (https://docs.docker.com/engine/install/)")
 command -v kind >/dev/null || missing+=("kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)")
-command -v kubectl >/dev/null || missing+=("kubectl")
-if [ ${#missing[@]} -gt 0 ]; then
-  printf 'e2e:kind cannot run: missing %s\n' "${missing[@]}" >&2
-  echo "the local-cluster e2e (task e2e) needs none of these" >&2
-  exit 1
+command -v kubectl >/dev/null || missing+=("kubectl (https://kubernetes.io/docs/tasks/tools/)")
+if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
+  missing+=("a running Docker engine ('docker info' failed: is dockerd up, may this user reach its socket?)")
 fi
-if ! docker info >/dev/null 2>&1; then
-  echo "e2e:kind cannot run: the Docker engine does not answer ('docker info' failed)" >&2
+if [ ${#missing[@]} -gt 0 ]; then
+  message="e2e:kind cannot run: missing ${missing[0]}"
+  for item in "${missing[@]:1}"; do
+    message+="; ${item}"
+  done
+  echo "$message" >&2
+  echo "the local-cluster e2e (task e2e) needs none of these" >&2
   exit 1
 fi
 

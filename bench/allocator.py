@@ -26,14 +26,13 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-from common import emit, percentiles
+from common import emit, percentiles, progress, scratch_folder
 
 from gpu_device_plugin.allocator import (
     AllocateOptions,
@@ -182,8 +181,9 @@ async def run(presets: Sequence[str], quick: bool) -> dict[str, Any]:
     calls = 60 if quick else 300
     load_before = round(os.getloadavg()[0], 2)
     result: dict[str, Any] = {"calls_per_case": calls, "presets": {}}
-    with tempfile.TemporaryDirectory(prefix="gdp-bench-alloc-", dir="/tmp") as scratch:
-        for preset in presets:
+    with scratch_folder("gdp-bench-alloc-") as scratch:
+        for number, preset in enumerate(presets, 1):
+            progress(f"preset {number}/{len(presets)}: {preset}, {calls} calls per case")
             result["presets"][preset] = await bench_preset(Path(scratch), preset, calls)
     summary = {}
     for n, target in TARGET_P99_MS.items():

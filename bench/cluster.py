@@ -21,13 +21,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from common import emit, percentiles, serve_argv
+from common import emit, percentiles, progress, scratch_folder, serve_argv
 from core import peak_rss_mib
 from kubernetes.client import CoreV1Api
 
@@ -95,8 +94,9 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 async def serve_cost(trials: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="gdp-bench-", dir="/tmp") as scratch:
+    with scratch_folder("gdp-bench-") as scratch:
         folder = Path(scratch)
+        progress(f"serve start-up cost without and with labels and Events, {trials} starts each")
         result["labels_events_off"] = summarise([await one_start(folder, None) for _ in range(trials)])
         with FakeApiServer() as api:
             result["labels_events_on"] = summarise([await one_start(folder, api) for _ in range(trials)])
@@ -156,7 +156,8 @@ def fake_cluster(api: FakeApiServer, nodes: int, pods: int) -> None:
 
 
 def report_at_scale(trials: int, nodes: int, pods: int) -> dict[str, Any]:
-    with FakeApiServer() as api, tempfile.TemporaryDirectory(prefix="gdp-bench-", dir="/tmp") as scratch:
+    progress(f"report on {nodes} nodes and {pods} pods, {trials} trials")
+    with FakeApiServer() as api, scratch_folder("gdp-bench-") as scratch:
         fake_cluster(api, nodes, pods)
         kubeconfig = api.write_kubeconfig(Path(scratch) / "kubeconfig")
         command = [

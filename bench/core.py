@@ -16,14 +16,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, serve_argv
+from common import emit, percentiles, progress, scratch_folder, serve_argv
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
@@ -124,12 +123,13 @@ async def bare_grpc_baseline(folder: Path, ids: list[str], calls: int) -> dict[s
 
 async def run(quick: bool) -> dict[str, Any]:
     calls = 300 if quick else 2000
-    with tempfile.TemporaryDirectory(prefix="gdp-bench-", dir="/tmp") as scratch:
+    with scratch_folder("gdp-bench-") as scratch:
         folder = Path(scratch)
         config = folder / "gpus.yaml"
         config.write_text(yaml.safe_dump({"count": DEVICES}))
         ids = [fake_uuid(i) for i in range(DEVICES)]
         starts = []
+        progress(f"start-up to registered, {2 if quick else 5} starts")
         for _ in range(2 if quick else 5):
             elapsed, process, endpoint = await start_to_registered(folder, config)
             starts.append(elapsed)
@@ -137,6 +137,7 @@ async def run(quick: bool) -> dict[str, Any]:
                 process.terminate()
                 await process.wait()
         socket = folder / endpoint
+        progress(f"ListAndWatch first response and Allocate, {calls} calls per case")
         try:
             result = {
                 "devices": DEVICES,
@@ -159,6 +160,7 @@ async def run(quick: bool) -> dict[str, Any]:
         finally:
             process.terminate()
             await process.wait()
+        progress("the bare grpcio baseline")
         result["baseline_bare_grpcio"] = await bare_grpc_baseline(folder, ids, calls)
     result["targets"] = {"start_to_registered_s": 1.0, "allocate_p99_sequential_ms": 1.0, "peak_rss_mib": 60}
     result["machine"] = {

@@ -16,14 +16,13 @@ import asyncio
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles
+from common import emit, percentiles, progress, scratch_folder
 
 from gpu_device_plugin.allocator import AllocateOptions, in_order_policy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
@@ -108,8 +107,9 @@ async def file_edit_to_delivered(folder: Path, *, trials: int) -> dict[str, floa
 
 async def run(quick: bool) -> dict[str, Any]:
     trials = 50 if quick else 200
-    with tempfile.TemporaryDirectory(prefix="gdp-bench-", dir="/tmp") as scratch:
+    with scratch_folder("gdp-bench-") as scratch:
         folder = Path(scratch)
+        progress(f"detected to delivered, {trials} trials with 1 and 8 streams, then fake-file edits")
         return {
             "detected_to_delivered_1_stream": await detected_to_delivered(folder, trials=trials, streams=1),
             "detected_to_delivered_8_streams": await detected_to_delivered(folder, trials=trials, streams=8),

@@ -43,7 +43,6 @@ import signal
 import socket
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -51,7 +50,7 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, serve_argv
+from common import emit, percentiles, progress, scratch_folder, serve_argv
 from core import DEVICES, allocate_request, time_allocate  # bench/ is sys.path[0] as a script
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 
@@ -239,13 +238,14 @@ async def run(
 ) -> dict[str, Any]:
     calls = 400 if quick else 2000
     results: list[dict[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="gdp-bench-", dir="/tmp") as scratch:
+    with scratch_folder("gdp-bench-") as scratch:
         folder = Path(scratch)
         config = folder / "gpus.yaml"
         config.write_text(yaml.safe_dump({"count": DEVICES}))
         for index in range(rounds):
             # Rotate the order so that no variant always runs first (cold caches, CPU boost).
             order = variants[index % len(variants) :] + variants[: index % len(variants)]
+            progress(f"round {index + 1}/{rounds}: {', '.join(order)}, {calls} calls each")
             results.append(
                 {v: await measure(v, folder, config, calls, scrape_interval, pace, otel) for v in order}
             )
@@ -328,7 +328,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
-    parser.add_argument("--rounds", type=int, help="rounds of all variants (default 3; 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds of all variants (default 7; 1 with --quick)")
     parser.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between scrapes")
     parser.add_argument("--pace", type=float, default=0.01, help="seconds between paced Allocate calls")
     parser.add_argument(
@@ -339,7 +339,9 @@ def main() -> None:
         help="an OTEL_* setting for the tracing variant, e.g. OTEL_BSP_SCHEDULE_DELAY=100 (repeatable)",
     )
     parser.add_argument(
-        "--variants", default="off,tracing", help=f"comma-separated, off first (the baseline); of {VARIANTS}"
+        "--variants",
+        default="off,tracing,tracing_inline",
+        help=f"comma-separated, off first (the baseline); of {VARIANTS}",
     )
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scraper", help=argparse.SUPPRESS)
@@ -350,7 +352,7 @@ def main() -> None:
     if args.scraper:
         scrape_forever(args.scraper, args.scrape_interval)
         return
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 7)
     variants = tuple(v for v in args.variants.split(",") if v)
     unknown = set(variants) - set(VARIANTS)
     if unknown or not variants or variants[0] != "off":

@@ -195,8 +195,14 @@ def kubectl_for_manifests(*, cache: Path | None = None) -> tuple[Path, str]:
     return kubectl_binary(cache=cache), f"the pinned kubectl {version}, built alone"
 
 
+def command_name(package: str) -> str:
+    """The file `go build -o dir/` writes for a main package (a /vN suffix is skipped)."""
+    parts = package.split("/")
+    return parts[-2] if len(parts) > 1 and re.fullmatch(r"v[2-9][0-9]*", parts[-1]) else parts[-1]
+
+
 def _has_commands(packages: list[str]) -> Callable[[Path], bool]:
-    names = [package.rsplit("/", 1)[-1] for package in packages]
+    names = [command_name(package) for package in packages]
     return lambda folder: all((folder / name).is_file() for name in names)
 
 

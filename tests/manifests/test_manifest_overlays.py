@@ -170,23 +170,8 @@ def test_fake_overlays_need_no_nvidia_runtime(overlay: str) -> None:
 # ------------------------------------------------------------ observability
 
 
-def test_prod_exports_traces_and_serves_metrics_on_a_named_pod_port() -> None:
-    objects = render_overlay("prod")
-    container = _container(objects)
-    assert (_value(container, "OTEL_EXPORTER_OTLP_ENDPOINT") or "").startswith("http")
-    assert _value(container, "OTEL_SERVICE_NAME") == "gpu-device-plugin"
-    assert "k8s.pod.uid=$(POD_UID)" in (_value(container, "OTEL_RESOURCE_ATTRIBUTES") or "")
-    (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
-    host, _, listen_port = (_value(container, "GPU_DP_METRICS_ADDRESS") or "").rpartition(":")
-    assert host == "0.0.0.0", "the scraper reaches the pod IP, not its loopback"
-    assert int(listen_port) == port["containerPort"]
-    annotations = only(objects, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == port["containerPort"]
-
-
-def test_the_observability_component_is_optional() -> None:
-    # Only prod includes it; dev and kind say nothing of a collector.
+def test_the_telemetry_components_are_optional() -> None:
+    # Only prod serves metrics (test_prod_components.py); dev and kind say nothing of a collector.
     for overlay in ("dev", "kind"):
         container = _container(render_overlay(overlay))
         assert not any(name.startswith("OTEL_") for name in env_of(container)), overlay

@@ -20,9 +20,9 @@ from support.manifests import OVERLAYS, env_of, only, render_overlay
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
-def _probe_commands() -> dict[tuple[str, ...], dict[str, str]]:
+def _probe_commands() -> list[tuple[tuple[str, ...], dict[str, str]]]:
     """Every distinct probe command of every overlay, with its container's literal GPU_DP_* env."""
-    commands: dict[tuple[str, ...], dict[str, str]] = {}
+    commands: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], dict[str, str]] = {}
     for overlay in OVERLAYS:
         (container,) = only(render_overlay(overlay), "DaemonSet")["spec"]["template"]["spec"]["containers"]
         env = {
@@ -31,8 +31,9 @@ def _probe_commands() -> dict[tuple[str, ...], dict[str, str]]:
             if name.startswith("GPU_DP_") and "value" in entry
         }
         for probe in PROBES:
-            commands[tuple(container[probe]["exec"]["command"])] = env
-    return commands
+            command = tuple(container[probe]["exec"]["command"])
+            commands[(command, tuple(sorted(env.items())))] = env
+    return [(command, env) for (command, _), env in commands.items()]
 
 
 async def _run(command: tuple[str, ...], env: dict[str, str], plugin_dir: Path) -> tuple[int, str]:
@@ -58,17 +59,22 @@ async def test_probes_pass_while_serving_even_with_an_unhealthy_gpu(
 ) -> None:
     commands = _probe_commands()
     assert commands
-    start_plugin(fake_config)
-    registration = await kubelet.wait_registered()
+    # One plugin per resource the overlays advertise (prod's nvidia.com/gpu, the others'
+    # example.com/gpu), each probed with its overlay's environment.
+    resources = sorted({env["GPU_DP_RESOURCE_NAME"] for _, env in commands})
+    for resource in resources:
+        start_plugin(fake_config, resource_name=resource)
+    await kubelet.wait_registered(count=len(resources))
     write_fake_config(fake_config, unhealthy=(3,))
-    await kubelet.wait_for(lambda: registration.latest.devices[3].health == "Unhealthy", 2)
-    for command, env in commands.items():
+    for registration in kubelet.registrations:
+        await kubelet.wait_for(lambda r=registration: r.latest.devices[3].health == "Unhealthy", 2)
+    for command, env in commands:
         code, out = await _run(command, env, kubelet.folder)
         assert code == 0, f"{' '.join(command)} failed with an unhealthy GPU:\n{out}"
 
 
 async def test_probes_fail_when_nothing_serves(plugin_dir: Path) -> None:
-    for command, env in _probe_commands().items():
+    for command, env in _probe_commands():
         code, out = await _run(command, env, plugin_dir)
         assert code == 1, f"{' '.join(command)} passed with no plugin:\n{out}"
         assert "no answering socket" in out

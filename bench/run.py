@@ -13,7 +13,8 @@ bench starts, every 30 s while it runs, and when it ends. On Ctrl-C or SIGTERM i
 stops the running bench's whole group (the bench and every `serve` it started:
 SIGTERM, SIGKILL after a grace period), removes its scratch root and exits 130 or
 143. It is the processes' subreaper, so a `serve` orphaned by its bench is still
-its to stop and reap.
+its to stop and reap. Run by `task bench` it also stops when `task` itself is killed
+(go-task does not pass SIGTERM on), noticing within a second.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ ORDER = ("core", "health", "allocator", "tracing", "cluster", "metrics", "soak")
 BY_NAME_ONLY = {"soak": "an hour by default; `task bench -- soak [--duration S]`"}
 NOT_BENCHES = {"common", "run"}
 HEARTBEAT_S = 30.0
+#: Set by the Taskfile: stop (and clean up) when `task` itself is killed, within PARENT_CHECK_S.
+#: Not by default: `nohup python bench/run.py soak &` must outlive its shell.
+ENV_STOP_WITH_PARENT = "GDP_BENCH_STOP_WITH_PARENT"
+PARENT_CHECK_S = 1.0
 GRACE_S = 10.0
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -151,12 +156,21 @@ def run_one(
     log(f"{number}/{total} {name}: started ({' '.join(argv[1:])})")
     started = time.monotonic()
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    parent = os.getppid()
+    watch_parent = os.environ.get(ENV_STOP_WITH_PARENT) == "1"
     try:
+        next_heartbeat = started + HEARTBEAT_S
         while True:
             try:
-                code = child.wait(HEARTBEAT_S)
+                code = child.wait(PARENT_CHECK_S if watch_parent else HEARTBEAT_S)
                 break
             except subprocess.TimeoutExpired:
+                pass
+            if watch_parent and os.getppid() != parent:
+                # `task` was killed (SIGTERM, SIGKILL) without passing it on: stop as if told to.
+                raise Interrupted(signal.SIGHUP)
+            if time.monotonic() >= next_heartbeat:
+                next_heartbeat += HEARTBEAT_S
                 log(f"{name}: running for {time.monotonic() - started:.0f} s")
     finally:
         # However it ended (done, failed, interrupted): nothing of it stays behind. A second

@@ -175,3 +175,31 @@ def test_an_interrupt_stops_the_bench_and_its_servers_and_removes_its_scratch(
     assert [pid for pid in seen["pids"] if not _gone(pid)] == []
     assert not Path(seen["root"]).exists()
     assert not (tmp_path / "results" / "core.json").exists()
+
+
+def test_under_task_it_stops_when_task_itself_is_killed(tmp_path: Path) -> None:
+    # go-task does not pass SIGTERM on, and SIGKILL cannot be: the runner watches its parent.
+    benches = _bench_dir(tmp_path, {"core": _STARTS_A_SERVER})
+    report = tmp_path / "report.json"
+    parent = [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])"]
+    wrapper = subprocess.Popen(
+        [*parent, *_runner(benches, tmp_path / "results", "core")],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "REPORT": str(report), "GDP_BENCH_STOP_WITH_PARENT": "1"},
+    )
+    assert wrapper.stderr is not None
+    try:
+        for line in wrapper.stderr:
+            if line.rstrip().endswith("] ready"):
+                break
+        seen = json.loads(report.read_text())
+        wrapper.kill()  # as `task` killed: the runner is orphaned
+        wrapper.wait(TIMEOUT_S)
+        # Every process left holds this pipe: its end means all of them are gone.
+        rest = wrapper.stderr.read()
+    finally:
+        wrapper.stderr.close()
+    assert "interrupted (SIGHUP)" in rest
+    assert [pid for pid in seen["pids"] if not _gone(pid)] == []
+    assert not Path(seen["root"]).exists()

@@ -364,8 +364,10 @@ def parse(raw: Any, *, source: str = "<profile>") -> Profile:
         return Profile.model_validate(_merge_defaults(raw))
     except ValidationError as err:
         first = err.errors()[0]
-        where = _where(first) or "(top level)"
-        raise ProfileError(f"{source}: {where}: {first['msg']}") from None
+        # Checks across fields name their key in the message; field errors get it from loc.
+        message = first["msg"].removeprefix("Value error, ")
+        where = _where(first)
+        raise ProfileError(f"{source}: {where}: {message}" if where else f"{source}: {message}") from None
 
 
 def load(path: Path | str) -> Profile:

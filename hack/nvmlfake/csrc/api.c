@@ -233,6 +233,16 @@ static const struct fake_profile *mig_profile(const struct fake_gpu *g, int mig)
     return &fake_current->profiles[g->mig[mig].profile];
 }
 
+/* Not NVML: the state file this library reads ("" before the first nvmlInit). For tests and
+ * debugging: it tells a process which fake it loaded and where that fake looks. */
+EXPORT const char *fake_nvml_state_path(void)
+{
+    pthread_mutex_lock(&fake_lock);
+    const char *path = fake_state_path();
+    pthread_mutex_unlock(&fake_lock);
+    return path;
+}
+
 /* ---- init, shutdown, errors ------------------------------------------------------------------------ */
 
 EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags)

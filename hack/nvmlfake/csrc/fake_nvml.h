@@ -109,5 +109,7 @@ nvmlReturn_t fake_state_open(void);
 /* Re-reads the state file when it changed since the last read (lock held). A file
  * that vanished or does not parse leaves the previous state in force. */
 void fake_state_refresh(void);
+/* The path found by the last fake_state_open ("" before it). */
+const char *fake_state_path(void);
 
 #endif

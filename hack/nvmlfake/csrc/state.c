@@ -324,6 +324,11 @@ nvmlReturn_t fake_state_open(void)
     return NVML_SUCCESS;
 }
 
+const char *fake_state_path(void)
+{
+    return state_path;
+}
+
 void fake_state_refresh(void)
 {
     struct stat now;

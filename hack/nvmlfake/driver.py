@@ -33,6 +33,7 @@ from nvmlfake.profile import MigInstance, Profile, ProfileError, load, parse
 from nvmlfake.state import (
     EVENT_DOUBLE_BIT_ECC,
     EVENT_XID_CRITICAL,
+    KEEP_EVENTS,
     NVML_ERROR_DRIVER_NOT_LOADED,
     Event,
     Faults,
@@ -78,7 +79,8 @@ class FakeDriver:
     def __init__(self, root: Path, profile: Profile | Path | str, *, library: Path | None = None) -> None:
         self.root = Path(root)
         self.lib_dir.mkdir(parents=True, exist_ok=True)
-        source = (library or build()) / LIBRARY if library is None or library.is_dir() else library
+        built = library or build()  # a folder from build(), or the library file itself
+        source = built / LIBRARY if built.is_dir() else built
         shutil.copyfile(source, self.library)
         chosen = profile if isinstance(profile, Profile) else load(profile)
         with self._locked():
@@ -139,6 +141,7 @@ class FakeDriver:
                 raise ProfileError(f"GPU {gpu} has no MIG device {mig}")
             faults.seq += 1
             faults.events.append(Event(seq=faults.seq, gpu=gpu, mig=mig, type=event_type, data=data))
+            del faults.events[:-KEEP_EVENTS]
             return faults.seq
 
     def inject_xid(self, gpu: int, xid: int, *, mig: int | None = None) -> int:
@@ -199,7 +202,7 @@ class FakeDriver:
                 "instances": [i.model_dump() if isinstance(i, MigInstance) else dict(i) for i in instances],
             }
             edit.profile = parse(raw, source=f"set_mig_layout(gpu={gpu})")
-        self._write_nodes(edit.profile)
+            self._write_nodes(edit.profile)
 
     def heal(self, gpu: int | None = None) -> None:
         """Clears the faults of one GPU (lost, hangs, events unsupported) or all of them (and init)."""

@@ -242,7 +242,7 @@ static int parse(const char *path, struct fake_state *s)
         for (int b = 0; b < FAKE_MAX_GPUS; b++)
             s->ancestor[a][b] = a == b ? NVML_TOPOLOGY_INTERNAL : NVML_TOPOLOGY_SYSTEM;
     char buf[4096];
-    int lineno = 0;
+    int lineno = 0, seen_magic = 0;
     const char *why = NULL;
     while (!why && fgets(buf, sizeof buf, f)) {
         lineno++;
@@ -257,15 +257,15 @@ static int parse(const char *path, struct fake_state *s)
             continue;
         struct line l;
         split(buf, &l);
-        if (lineno == 1)
-            why = strcmp(l.field[0], STATE_MAGIC) == 0 && l.count == 2 && strcmp(l.field[1], "1") == 0
-                      ? NULL
-                      : "not a fake-nvml state file of format 1";
-        else
+        if (!seen_magic) {
+            seen_magic = strcmp(l.field[0], STATE_MAGIC) == 0 && l.count == 2 && strcmp(l.field[1], "1") == 0;
+            why = seen_magic ? NULL : "not a fake-nvml state file of format 1";
+        } else {
             why = parse_record(s, &l);
+        }
     }
     fclose(f);
-    if (!why && lineno == 0)
+    if (!why && !seen_magic)
         why = "empty file";
     if (why) {
         fprintf(stderr, "fake-nvml: %s:%d: %s\n", path, lineno, why);

@@ -17,6 +17,9 @@ from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 from support.spans import TRACER_KINDS, SpanRecorder
 
+# The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): tests/support/nvml_fake.py.
+pytest_plugins = ["support.nvml_fake"]
+
 FakeFile = Callable[..., None]
 
 

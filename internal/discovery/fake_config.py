@@ -25,10 +25,12 @@ from pydantic import (
 from gpu_device_plugin.discovery.fake_topology import FakeTopology
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
+from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 
 # Fixed namespace so that derived UUIDs never change between releases.
 _FAKE_UUID_NAMESPACE = uuid.UUID("6f1d3c52-2b0e-4b59-9a53-0c2f4d7a8e11")
 MAX_DEVICE_ID_LENGTH = 63  # the kubelet's limit on device ids
+_MARKED_UNHEALTHY = HealthReason("marked Unhealthy in the fake config", ReasonCode.FAKE)
 DEFAULT_MODEL = "NVIDIA H100 80GB HBM3"
 DEFAULT_MEMORY_MIB = 81559
 
@@ -164,7 +166,7 @@ def to_inventory(config: FakeConfig) -> Inventory:
                 numa_node=spec.numa if spec.numa is not None else spread_numa(position),
                 compute_capability=_capability(spec.compute_capability or config.compute_capability),
                 health=Health(spec.health),
-                health_reason="" if spec.health == "Healthy" else "marked Unhealthy in the fake config",
+                health_reason="" if spec.health == "Healthy" else _MARKED_UNHEALTHY,
                 device_nodes=spec.device_nodes,
                 mig_capable=config.mig_capable if spec.mig_capable is None else spec.mig_capable,
             )

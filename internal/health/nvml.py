@@ -30,6 +30,7 @@ from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.health.xid import XidPolicy, describe_xid
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Xid:
 @dataclass(frozen=True, slots=True)
 class Fault:
     device_id: str
-    reason: str
+    reason: HealthReason
 
 
 Observation = Xid | Fault
@@ -172,11 +173,14 @@ class NvmlHealthSource:
         try:
             await asyncio.wait_for(asyncio.shield(call), self.call_timeout_s)
         except TimeoutError:
-            self.tracker.probe(
-                device_id, False, f"NVML did not answer within {self.call_timeout_s:g} s", self.clock()
-            )
+            hung = HealthReason(f"NVML did not answer within {self.call_timeout_s:g} s", ReasonCode.PROBE)
+            self.tracker.probe(device_id, False, hung, self.clock())
         except self.lib.NVMLError as err:
-            reason = "GPU is lost" if _error_code(err) == ERROR_GPU_IS_LOST else f"probe failed: {err}"
+            reason = (
+                HealthReason("GPU is lost", ReasonCode.GPU_LOST)
+                if _error_code(err) == ERROR_GPU_IS_LOST
+                else HealthReason(f"probe failed: {err}", ReasonCode.PROBE)
+            )
             self.tracker.probe(device_id, False, reason, self.clock())
         else:
             self.tracker.probe(device_id, True, "", self.clock())
@@ -227,7 +231,7 @@ class NvmlHealthSource:
                 if _error_code(err) == ERROR_NOT_SUPPORTED:
                     log.info("%s does not support events; probes alone watch it", device_id)
                     continue
-                post(Fault(device_id, f"cannot register for events: {err}"))
+                post(Fault(device_id, HealthReason(f"cannot register for events: {err}", ReasonCode.EVENTS)))
         return by_handle
 
     def _wait_once(
@@ -252,4 +256,4 @@ class NvmlHealthSource:
         if data.eventType == EVENT_XID_CRITICAL:
             post(Xid(device_id, int(data.eventData)))
         elif data.eventType == EVENT_DOUBLE_BIT_ECC:
-            post(Fault(device_id, "double-bit ECC error"))
+            post(Fault(device_id, HealthReason("double-bit ECC error", ReasonCode.ECC)))

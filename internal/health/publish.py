@@ -8,45 +8,18 @@ carries one event per changed device; a snapshot without changes costs no span.
 from __future__ import annotations
 
 import logging
-import re
 
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.inventory.model import HealthChange
+from gpu_device_plugin.inventory.reasons import code_of, xid_of
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
 log = logging.getLogger(__name__)
 _NO_TRACER: trace.Tracer = trace.NoOpTracer()
-
-# Reasons are written by this package (xid.describe_xid, health/nvml.py); these
-# patterns read them back into a bounded set of classes for metric labels.
-_XID = re.compile(r"^XID (\d+)\b")
-_REASON_CLASSES = (
-    (re.compile(r"^XID \d+"), "xid"),
-    (re.compile(r"ECC", re.IGNORECASE), "ecc"),
-    (re.compile(r"GPU is lost"), "gpu_lost"),
-    (re.compile(r"^probe failed|did not answer"), "probe"),
-    (re.compile(r"cannot register for events"), "events"),
-    (re.compile(r"in the fake config"), "fake"),
-)
-
-
-def reason_class(reason: str) -> str:
-    """A metric label for a health reason: xid, ecc, gpu_lost, probe, events, fake, recovered, other."""
-    if not reason:
-        return "recovered"
-    for pattern, name in _REASON_CLASSES:
-        if pattern.search(reason):
-            return name
-    return "other"
-
-
-def xid_of(reason: str) -> int | None:
-    match = _XID.match(reason)
-    return int(match.group(1)) if match else None
 
 
 def publish_snapshot(
@@ -73,7 +46,8 @@ def publish_snapshot(
 def _report(changes: list[HealthChange], source: str, metrics: MetricsSink) -> None:
     span = trace.get_current_span()
     for change in changes:
-        kind = reason_class(change.reason)
+        # The reason's own code: a bounded label, never read back from the text.
+        kind = code_of(change.reason).value
         log.warning(
             "device health changed: %s %s -> %s (%s; from %s)",
             change.device_id,
@@ -87,7 +61,7 @@ def _report(changes: list[HealthChange], source: str, metrics: MetricsSink) -> N
             attrs.DEVICE_ID: change.device_id,
             attrs.HEALTH: change.after.value,
             attrs.HEALTH_BEFORE: change.before.value,
-            attrs.REASON: change.reason,
+            attrs.REASON: str(change.reason),  # plain text, without the code riding on it
             attrs.REASON_CLASS: kind,
         }
         xid = xid_of(change.reason)

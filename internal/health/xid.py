@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
+
 # Errors an application can cause on a healthy GPU.
 DEFAULT_APPLICATION_XIDS: frozenset[int] = frozenset({13, 31, 43, 45, 68, 109})
 
@@ -39,8 +41,9 @@ XID_MEANINGS: dict[int, str] = {
 }
 
 
-def describe_xid(xid: int) -> str:
-    return f"XID {xid} ({XID_MEANINGS.get(xid, 'unlisted driver error')})"
+def describe_xid(xid: int) -> HealthReason:
+    meaning = XID_MEANINGS.get(xid, "unlisted driver error")
+    return HealthReason(f"XID {xid} ({meaning})", ReasonCode.XID, xid=xid)
 
 
 @dataclass(frozen=True, slots=True)

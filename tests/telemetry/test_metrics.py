@@ -13,13 +13,18 @@ import yaml
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.config import ServeConfig
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.discovery.fake_config import FakeConfig, FakeDevice, fake_uuid, to_inventory
 from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.health.publish import reason_class, xid_of
+from gpu_device_plugin.health.publish import publish_snapshot
+from gpu_device_plugin.health.xid import describe_xid
+from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
+from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
+from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import Metrics, NullMetrics, parse_address
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 from support.scrape import scrape, value
+from support.spans import SpanRecorder
 from support.waiting import eventually
 
 P = "gpu_device_plugin_"
@@ -183,20 +188,46 @@ def test_metrics_address(address: str, parsed: tuple[str, int] | None) -> None:
         assert parse_address(address) == parsed
 
 
+def published(reason: str) -> tuple[Metrics, SpanRecorder]:
+    """One device going Unhealthy (or, for an empty reason, back to Healthy) through publish_snapshot."""
+    before, after = (Health.UNHEALTHY, Health.HEALTHY) if not reason else (Health.HEALTHY, Health.UNHEALTHY)
+    cell = SnapshotCell(
+        Inventory(devices=(Device(id="GPU-0", index=0, uuid="GPU-0", health=before),), backend="x")
+    )
+    metrics, recorder = Metrics(), SpanRecorder()
+    newer = cell.value.with_health({"GPU-0": (after, reason)})
+    publish_snapshot(cell, newer, source="test", metrics=metrics, tracer=recorder.provider.get_tracer("test"))
+    return metrics, recorder
+
+
 @pytest.mark.parametrize(
     ("reason", "kind", "xid"),
     [
-        pytest.param("XID 79 (GPU has fallen off the bus)", "xid", 79, id="xid"),
-        pytest.param("double-bit ECC error", "ecc", None, id="ecc"),
-        pytest.param("GPU is lost", "gpu_lost", None, id="lost"),
-        pytest.param("probe failed: Unknown Error", "probe", None, id="probe-failed"),
-        pytest.param("NVML did not answer within 5 s", "probe", None, id="probe-hung"),
-        pytest.param("cannot register for events: Not Supported", "events", None, id="events"),
-        pytest.param("marked Unhealthy in the fake config", "fake", None, id="fake"),
+        pytest.param(describe_xid(79), "xid", 79, id="xid"),
+        pytest.param(HealthReason("double-bit ECC error", ReasonCode.ECC), "ecc", None, id="ecc"),
+        pytest.param(HealthReason("GPU is lost", ReasonCode.GPU_LOST), "gpu_lost", None, id="lost"),
+        pytest.param(HealthReason("probe failed: x", ReasonCode.PROBE), "probe", None, id="probe"),
+        pytest.param(HealthReason("cannot register: x", ReasonCode.EVENTS), "events", None, id="events"),
+        pytest.param(
+            to_inventory(FakeConfig(devices=(FakeDevice(health="Unhealthy"),))).devices[0].health_reason,
+            "fake",
+            None,
+            id="fake",
+        ),
         pytest.param("", "recovered", None, id="recovered"),
-        pytest.param("something new", "other", None, id="other"),
+        pytest.param("something new", "other", None, id="uncoded-text"),
     ],
 )
-def test_reason_class(reason: str, kind: str, xid: int | None) -> None:
-    assert reason_class(reason) == kind
-    assert xid_of(reason) == xid
+def test_a_health_reasons_code_is_its_metric_label_and_span_class(
+    reason: str, kind: str, xid: int | None
+) -> None:
+    metrics, recorder = published(reason)
+
+    to = "Healthy" if not reason else "Unhealthy"
+    assert metrics.registry.get_sample_value(P + "health_transitions_total", {"to": to, "reason": kind}) == 1
+    [update] = recorder.spans
+    [event] = update.events
+    assert event.attributes is not None
+    assert event.attributes[attrs.REASON] == reason
+    assert event.attributes[attrs.REASON_CLASS] == kind
+    assert event.attributes.get(attrs.XID) == xid

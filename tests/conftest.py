@@ -15,7 +15,7 @@ from gpu_device_plugin.telemetry.metrics import Metrics, MetricsSink
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
-from support.spans import TRACER_KINDS, SpanRecorder
+from support.spans import SpanRecorder
 
 # The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): tests/support/nvml_fake.py.
 pytest_plugins = ["support.nvml_fake"]
@@ -91,7 +91,7 @@ async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningP
                 await plugin.shutdown()
 
 
-@pytest.fixture(params=TRACER_KINDS)
-def recorder(request: pytest.FixtureRequest) -> SpanRecorder:
-    """Spans in memory from each of the plugin's two tracers: a span test holds for both."""
-    return SpanRecorder(request.param)
+@pytest.fixture
+def recorder() -> SpanRecorder:
+    """Spans in memory, from the SDK's TracerProvider as the plugin uses it."""
+    return SpanRecorder()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpu_device_plugin.allocator.validate import check_allocatable
 from gpu_device_plugin.errors import RequestError
@@ -50,6 +50,9 @@ class ContainerAllocation:
     envs: dict[str, str]
     device_nodes: tuple[DeviceNode, ...] = ()
     cdi_devices: tuple[str, ...] = ()
+    # The devices as the container names them (NVIDIA_VISIBLE_DEVICES entries, or the
+    # CDI names): the same facts as envs / cdi_devices, listed for traces, so not compared.
+    container_devices: tuple[str, ...] = field(default=(), compare=False)
 
 
 def container_allocation(
@@ -68,10 +71,11 @@ def container_allocation(
             else [str(d.index) for d in devices]
         )
         envs[VISIBLE_DEVICES_ENV] = ",".join(names)
+        named = tuple(names)
     else:
-        cdi = tuple(f"{options.cdi_kind}={d.uuid}" for d in devices)
+        cdi = named = tuple(f"{options.cdi_kind}={d.uuid}" for d in devices)
     nodes: tuple[DeviceNode, ...] = ()
     if options.pass_device_specs:
         paths = [p for d in devices for p in d.device_nodes] + list(inventory.control_nodes)
         nodes = tuple(DeviceNode(p) for p in paths)
-    return ContainerAllocation(envs=envs, device_nodes=nodes, cdi_devices=cdi)
+    return ContainerAllocation(envs=envs, device_nodes=nodes, cdi_devices=cdi, container_devices=named)

@@ -7,14 +7,13 @@ import logging
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.telemetry.server_spans import ServerSpans
+from gpu_device_plugin.server.rpc_spans import RpcSpans
 
 log = logging.getLogger(__name__)
-
-DEVICE_PLUGIN_SERVICE = pb.DESCRIPTOR.services_by_name["DevicePlugin"]
 
 
 class PluginServer:
@@ -22,13 +21,12 @@ class PluginServer:
         self,
         service: pb_grpc.DevicePluginServicer,
         socket_path: Path,
-        server_spans: ServerSpans | None = None,
+        server_spans: trace.Tracer | None = None,
     ) -> None:
         self.socket_path = socket_path
-        # No interceptors: grpc.aio would route every call through them (server_spans says why).
-        self._server = grpc.aio.server()
-        if server_spans is not None:
-            service = server_spans.wrap(service, DEVICE_PLUGIN_SERVICE)
+        # No interceptor at all when tracing is off: every call would go through it.
+        interceptors = [] if server_spans is None else [RpcSpans(server_spans)]
+        self._server = grpc.aio.server(interceptors=interceptors)
         pb_grpc.add_DevicePluginServicer_to_server(service, self._server)
         self._server.add_insecure_port(f"unix://{socket_path}")
 

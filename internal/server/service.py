@@ -28,7 +28,7 @@ from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
-from gpu_device_plugin.server.span_attributes import (
+from gpu_device_plugin.server.rpc_spans import (
     allocate_attributes,
     allocate_response_attributes,
     preferred_request_attributes,

@@ -34,7 +34,6 @@ from gpu_device_plugin.server.sockets import (
 )
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
-from gpu_device_plugin.telemetry.server_spans import ServerSpans
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,8 @@ class PluginSupervisor:
     service: DevicePluginService
     plugin_dir: Path
     tracer: trace.Tracer
-    # Tracing's server spans; None when tracing is off.
-    server_spans: ServerSpans | None = None
+    # The tracer of each RPC's server span (rpc_spans); None when tracing is off.
+    server_spans: trace.Tracer | None = None
     backoff: Backoff = REGISTRATION_BACKOFF
     # Streams get this long to finish when a server stops.
     stop_grace: float = 0.5

@@ -1,22 +1,26 @@
-"""OpenTelemetry tracing, configured by the standard OTEL_* environment variables.
+"""OpenTelemetry tracing: the SDK as it ships, configured by the standard OTEL_* variables.
 
 Nothing configured means the API's no-op tracer and no gRPC interceptor at all,
 so tracing costs nothing when it is off. Tracing is on when an OTLP endpoint is
 set (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER
 names an exporter; OTEL_SDK_DISABLED=true turns it off regardless.
 
-Where the OTLP export runs: by default in a separate process (span_pipe), so
-that the exporter's protobuf encoding never holds this process's GIL while the
-kubelet waits on an RPC, and spans are pipe_tracer's, which cost a fraction of
-the SDK's own to make. GPU_DP_SPAN_EXPORT=inline keeps the SDK's
-BatchSpanProcessor and exporter in this process instead (one process fewer,
-at the price of the latency spikes bench/tracing.py measures). The console
-exporter (OTEL_TRACES_EXPORTER=console) always runs inline: it writes to our
-stdout.
+On, it is the SDK's TracerProvider with one BatchSpanProcessor and the OTLP
+exporter (gRPC, or HTTP/protobuf when OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL says
+http/...) in this process; OTEL_TRACES_EXPORTER=console writes spans to stdout
+instead. The SDK and the exporters read the rest themselves: the sampler
+(OTEL_TRACES_SAMPLER), span limits (OTEL_SPAN_*), batching (OTEL_BSP_*), and
+the endpoint, headers, TLS and timeout (OTEL_EXPORTER_OTLP_*). The provider is
+handed to whoever makes spans; it is never installed as the global one.
+
+Shutdown flushes what is queued: the batch processor's last export, bounded by
+the exporter's timeout (OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT, 10 s by default);
+with a collector that answers it takes milliseconds.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,17 +29,15 @@ from typing import TYPE_CHECKING
 from opentelemetry import trace
 
 from gpu_device_plugin import __version__
-from gpu_device_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from gpu_device_plugin.telemetry.server_spans import ServerSpans
+log = logging.getLogger(__name__)
 
 TRACER_NAME = "gpu_device_plugin"
-#: Where the OTLP exporter runs: "process" (the default) or "inline".
-SPAN_EXPORT_VAR = "GPU_DP_SPAN_EXPORT"
-SPAN_EXPORT_MODES = ("process", "inline")
+#: Read by earlier versions (export in a child process or inline); now only warned about.
+REMOVED_SPAN_EXPORT_VAR = "GPU_DP_SPAN_EXPORT"
 # The SDK and exporters are imported only when tracing is on: they cost start-up
 # time and several MiB of memory that a daemon with tracing off should not pay.
 
@@ -43,8 +45,9 @@ SPAN_EXPORT_MODES = ("process", "inline")
 @dataclass
 class Tracing:
     provider: trace.TracerProvider
-    # A SERVER span per RPC; None when tracing is off (the servicer is then registered as is).
-    server_spans: ServerSpans | None
+    # The tracer of the SERVER span around every device-plugin RPC; None when tracing
+    # is off, and then no interceptor is installed at all.
+    server_spans: trace.Tracer | None
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -67,21 +70,10 @@ def tracing_enabled(env: Mapping[str, str]) -> bool:
     )
 
 
-def _console(env: Mapping[str, str]) -> bool:
-    return env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console"
-
-
-def span_export_mode(env: Mapping[str, str]) -> str:
-    mode = env.get(SPAN_EXPORT_VAR, SPAN_EXPORT_MODES[0]).lower()
-    if mode not in SPAN_EXPORT_MODES:
-        raise ConfigError(SPAN_EXPORT_VAR, f"{mode!r} is not one of {', '.join(SPAN_EXPORT_MODES)}")
-    return mode
-
-
 def _exporter(env: Mapping[str, str]) -> SpanExporter:
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-    if _console(env):
         return ConsoleSpanExporter()
     return otlp_exporter(env)
 
@@ -103,8 +95,20 @@ def noop_tracing() -> Tracing:
     return Tracing(trace.NoOpTracerProvider(), None)
 
 
+def _warn_removed(env: Mapping[str, str]) -> None:
+    # Ignored rather than refused: every value it took asked for spans to be exported,
+    # which they still are, and a DaemonSet that sets it must not crash-loop on upgrade.
+    if REMOVED_SPAN_EXPORT_VAR in env:
+        log.warning(
+            "%s is no longer read (spans are exported in this process by the OpenTelemetry SDK); "
+            "remove it from the environment",
+            REMOVED_SPAN_EXPORT_VAR,
+        )
+
+
 def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
     env = os.environ if env is None else env
+    _warn_removed(env)
     if not tracing_enabled(env):
         return noop_tracing()
     from opentelemetry.sdk.trace import TracerProvider
@@ -112,26 +116,12 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> Tracing:
 
     from gpu_device_plugin.telemetry.resource import build_resource
 
-    mode = span_export_mode(env)
-    resource = build_resource(env)
-    # The SDK builds the sampler (OTEL_TRACES_SAMPLER / _ARG) from the environment;
-    # both modes use it (and both read the OTEL_SPAN_*_LIMIT variables).
-    sdk = TracerProvider(resource=resource, shutdown_on_exit=False)
-    if mode == "inline" or _console(env):
-        sdk.add_span_processor(BatchSpanProcessor(_exporter(env)))
-        return sdk_tracing(sdk)
-    from gpu_device_plugin.telemetry.pipe_tracer import PipeTracerProvider
-    from gpu_device_plugin.telemetry.span_pipe import SpanPipe
-
-    # The child reads the OTEL_* variables as the inline exporter would: ours, with
-    # what `env` says over them when it is not the process environment.
-    child_env = None if env is os.environ else {**os.environ, **env}
-    pipe = SpanPipe(resource, child_env)
-    return sdk_tracing(PipeTracerProvider(pipe, sampler=sdk.sampler, id_generator=sdk.id_generator))
+    # The CLI shuts it down itself, after the server has stopped (main.py).
+    provider = TracerProvider(resource=build_resource(env), shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    return sdk_tracing(provider)
 
 
 def sdk_tracing(provider: trace.TracerProvider) -> Tracing:
     """Tracing through `provider`, with a server span for every device-plugin RPC."""
-    from gpu_device_plugin.telemetry.server_spans import ServerSpans
-
-    return Tracing(provider, ServerSpans(provider.get_tracer(TRACER_NAME, __version__)))
+    return Tracing(provider, provider.get_tracer(TRACER_NAME, __version__))

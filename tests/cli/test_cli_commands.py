@@ -106,10 +106,7 @@ def test_serve_refuses_a_broken_fake_file_naming_the_field(tmp_path: Path, quiet
     assert list((tmp_path / "dp").iterdir()) == []  # refused before any server started
 
 
-@pytest.mark.parametrize(
-    ("name", "setting"),
-    [("OTEL_METRICS_EXPORTER", "prometheus"), ("GPU_DP_SPAN_EXPORT", "thread")],
-)
+@pytest.mark.parametrize(("name", "setting"), [("OTEL_METRICS_EXPORTER", "prometheus")])
 def test_serve_refuses_a_bad_telemetry_variable_naming_it(
     tmp_path: Path, quiet_logging: None, name: str, setting: str
 ) -> None:

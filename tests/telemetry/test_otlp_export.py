@@ -1,12 +1,15 @@
-"""Over the wire: the real `serve` process exports its spans to a real OTLP/gRPC receiver,
-through its span-export process (telemetry/span_pipe.py), which may die without harm."""
+"""Over the wire: the real `serve` process exports its spans to a real OTLP/gRPC receiver with
+the SDK's batch processor and exporter, all of them, even with every CPU busy."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -34,16 +37,19 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
         yield started
 
 
-async def start_exporting_plugin(plugin_dir: Path, config: Path, endpoint: str) -> asyncio.subprocess.Process:
+async def start_exporting_plugin(
+    plugin_dir: Path, config: Path, endpoint: str, *, delay_ms: int | None = 100
+) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_RESOURCE_ATTRIBUTES": "k8s.node.name=node-a",
         }
     )
+    if delay_ms is not None:
+        env["OTEL_BSP_SCHEDULE_DELAY"] = str(delay_ms)
     return await asyncio.create_subprocess_exec(
         *serve_argv(config, plugin_dir), env=env, stderr=asyncio.subprocess.PIPE
     )
@@ -103,32 +109,41 @@ async def test_registration_and_allocate_spans_reach_an_otlp_receiver(
         assert span.resource["k8s.node.name"] == "node-a"
 
 
-def child_pids(pid: int) -> list[int]:
-    return [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for child in (task / "children").read_text().split()
-    ]
+@contextlib.contextmanager
+def busy_cpus(count: int) -> Iterator[None]:
+    """`count` processes spinning at normal priority, as data loaders keep a GPU node's cores busy."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
-async def test_a_killed_export_process_does_not_hurt_serving(
+async def test_every_span_arrives_and_serve_exits_cleanly_with_the_cpus_busy(
     kubelet: KubeletSim, fake_config: Path, receiver: OtlpReceiver
 ) -> None:
-    process = await start_exporting_plugin(kubelet.folder, fake_config, receiver.endpoint)
-    try:
-        registration = await kubelet.wait_registered(timeout=15)
-        [exporter] = child_pids(process.pid)
-        os.kill(exporter, signal.SIGKILL)
-        stub = registration.stub()
-        request = pb.AllocateRequest(
-            container_requests=[pb.ContainerAllocateRequest(devices_ids=[fake_uuid(0)])]
-        )
-        for _ in range(50):
-            response = await asyncio.wait_for(stub.Allocate(request), 5)
-            assert response.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == fake_uuid(0)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 10)
-    log = stderr.decode()
-    assert process.returncode == 0, log
-    assert log.count("span export process") == 1, log
+    calls = 100
+    with busy_cpus(2):
+        # The batch processor's default 5 s delay: most spans are still queued at SIGTERM,
+        # so it is the SDK's shutdown flush that must deliver them.
+        process = await start_exporting_plugin(kubelet.folder, fake_config, receiver.endpoint, delay_ms=None)
+        try:
+            stub = (await kubelet.wait_registered(timeout=60)).stub()
+            request = pb.AllocateRequest(
+                container_requests=[pb.ContainerAllocateRequest(devices_ids=[fake_uuid(0)])]
+            )
+            for _ in range(calls):
+                await asyncio.wait_for(stub.Allocate(request), 30)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            # Generous: the promise (exit within 2 s) is measured in bench/tracing.py, not here.
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, stderr.decode()
+
+    spans = await receiver.wait_for(lambda spans: len(allocates(spans)) >= calls, timeout=10)
+    assert len(allocates(spans)) == calls
+    names = {s.name for s in spans}
+    # The stream's span ends only as the server stops: it too was flushed at exit.
+    assert {"Discover", "Register", "/v1beta1.DevicePlugin/ListAndWatch"} <= names

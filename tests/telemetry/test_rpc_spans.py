@@ -1,4 +1,4 @@
-"""ServerSpans, the servicer wrapped once: one SERVER span per RPC, over a real unix socket.
+"""RpcSpans, the server interceptor: one SERVER span per RPC, over a real unix socket.
 
 A small DevicePlugin servicer of the test's own answers, refuses (abort) or
 fails (raises) on cue, so each outcome's span can be checked on its own.
@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.telemetry.server_spans import ServerSpans
+from gpu_device_plugin.server.rpc_spans import RpcSpans
 from support.spans import SpanRecorder
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
@@ -54,9 +54,8 @@ async def traced_server(
     plugin_dir: Path, recorder: SpanRecorder
 ) -> AsyncIterator[tuple[pb_grpc.DevicePluginStub, SpanRecorder]]:
     tracer = recorder.provider.get_tracer("test")
-    server = grpc.aio.server()
-    service = pb.DESCRIPTOR.services_by_name["DevicePlugin"]
-    pb_grpc.add_DevicePluginServicer_to_server(ServerSpans(tracer).wrap(Servicer(), service), server)
+    server = grpc.aio.server(interceptors=[RpcSpans(tracer)])
+    pb_grpc.add_DevicePluginServicer_to_server(Servicer(), server)
     socket = plugin_dir / "traced.sock"
     server.add_insecure_port(f"unix://{socket}")
     await server.start()

@@ -1,21 +1,22 @@
-"""Tracing configured by the standard OTEL_* variables: OTLP over HTTP, and the sampler.
+"""Tracing configured by the standard OTEL_* variables: OTLP over HTTP, the sampler, and the
+removed GPU_DP_SPAN_EXPORT.
 
 (OTLP over gRPC to a real receiver: test_otlp_export.py.)
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 from opentelemetry.sdk.trace import TracerProvider
 
-from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.telemetry.pipe_tracer import PipeTracerProvider
-from gpu_device_plugin.telemetry.tracing import SPAN_EXPORT_VAR, configure_tracing
+from gpu_device_plugin.telemetry.tracing import configure_tracing
 
 
 class OtlpHttpReceiver(ThreadingHTTPServer):
@@ -59,16 +60,14 @@ def http_receiver() -> Iterator[OtlpHttpReceiver]:
     thread.join(timeout=5)
 
 
-@pytest.mark.parametrize("span_export", ["process", "inline"])
 def test_otlp_over_http_when_the_protocol_says_so(
-    monkeypatch: pytest.MonkeyPatch, http_receiver: OtlpHttpReceiver, span_export: str
+    monkeypatch: pytest.MonkeyPatch, http_receiver: OtlpHttpReceiver
 ) -> None:
     endpoint = f"http://127.0.0.1:{http_receiver.server_address[1]}"
     # The exporters read these from the process environment, as every OTel SDK does.
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        SPAN_EXPORT_VAR: span_export,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -82,31 +81,39 @@ def test_otlp_over_http_when_the_protocol_says_so(
 
 
 @pytest.mark.parametrize(
-    ("env", "provider"),
-    [
-        ({"OTEL_TRACES_EXPORTER": "console"}, TracerProvider),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", SPAN_EXPORT_VAR: "inline"}, TracerProvider),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, PipeTracerProvider),
-    ],
-    ids=["console", "inline", "process"],
+    "env",
+    [{"OTEL_TRACES_EXPORTER": "console"}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}],
+    ids=["console", "otlp"],
 )
-def test_sampler_comes_from_otel_traces_sampler(
-    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], provider: type
-) -> None:
+def test_sampler_comes_from_otel_traces_sampler(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
     tracing = configure_tracing(env)
     try:
-        # Export in the child process: the cheaper pipe_tracer spans; in this process: the SDK's.
-        assert type(tracing.provider) is provider
+        # The SDK's own provider, never the global one.
+        assert type(tracing.provider) is TracerProvider
+        assert tracing.provider is not trace.get_tracer_provider()
         sampler = tracing.provider.sampler  # type: ignore[attr-defined]
         assert sampler.get_description() == "TraceIdRatioBased{0.25}"
     finally:
         tracing.shutdown()
 
 
-def test_an_unknown_span_export_mode_is_a_config_error_naming_the_variable() -> None:
-    with pytest.raises(ConfigError) as raised:
-        configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", SPAN_EXPORT_VAR: "thread"})
-    assert raised.value.field == "GPU_DP_SPAN_EXPORT"
-    assert "'thread' is not one of process, inline" in str(raised.value)
+@pytest.mark.parametrize("setting", ["process", "inline", "thread"])
+def test_the_removed_span_export_variable_is_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture, http_receiver: OtlpHttpReceiver, setting: str
+) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_receiver.server_address[1]}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "GPU_DP_SPAN_EXPORT": setting,
+    }
+    with caplog.at_level(logging.WARNING, logger="gpu_device_plugin.telemetry.tracing"):
+        tracing = configure_tracing(env)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "GPU_DP_SPAN_EXPORT is no longer read (spans are exported in this process by the "
+        "OpenTelemetry SDK); remove it from the environment"
+    ]
+    assert type(tracing.provider) is TracerProvider
+    tracing.shutdown()

@@ -1,6 +1,6 @@
 """Metrics benchmark (issue 6): does a Prometheus scrape loop during Allocate load cost latency?
 
-bench/tracing.py's runner with three variants: off (no metrics at all),
+bench/latency.py's runner with three variants: off (no metrics at all),
 metrics (the endpoint up, nobody scraping), metrics_scraped (another
 process scraping /metrics every --scrape-interval s: 1 s by default, fifteen
 times Prometheus' usual 15 s) and metrics_otlp (no endpoint; pushed over
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common import emit  # bench/ is sys.path[0] when run as a script
-from tracing import CASES, run
+from latency import CASES, run
 
 VARIANTS = ("off", "metrics", "metrics_scraped", "metrics_otlp")
 

@@ -38,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 ORDER = ("core", "health", "allocator", "tracing", "cluster", "metrics", "nvml_fake", "soak")
 #: Too long for a full run (an hour by default): by name only.
 BY_NAME_ONLY = {"soak": "an hour by default; `task bench -- soak [--duration S]`"}
-NOT_BENCHES = {"common", "run"}
+# Modules the benches import; latency.py is the runner bench/metrics.py uses.
+NOT_BENCHES = {"common", "latency", "run"}
 HEARTBEAT_S = 30.0
 #: Set by the Taskfile: stop (and clean up) when `task` itself is killed, within PARENT_CHECK_S.
 #: Not by default: `nohup python bench/run.py soak &` must outlive its shell.

@@ -1,365 +1,295 @@
-"""Telemetry overhead benchmark (issue 6): Allocate latency with tracing / metrics on vs off.
+"""Tracing benchmark (issue 15): what a traced Allocate costs the serving process, and whether
+every span arrives, and serve exits in time, with the CPUs busy.
 
-Runs the real `gpu-device-plugin serve` process (8 fake GPUs, stand-in kubelet,
-unix sockets) in up to four variants and times Allocate through gRPC:
-- off: OTEL_SDK_DISABLED=true, no --metrics-address (the null objects);
-- tracing: every RPC a server span, batch-exported over OTLP/gRPC to a
-  receiver in its own process (a stand-in for a collector on another machine:
-  it keeps each export's bytes and answers at once, and decodes them only after
-  the run to count the spans, so that its work does not compete for this
-  machine's two cores with the plugin being measured); the exporter runs in the
-  plugin's span-export process, the spans made by telemetry/pipe_tracer.py
-  (the default);
-- tracing_inline: the same with GPU_DP_SPAN_EXPORT=inline: the SDK's
-  BatchSpanProcessor and exporter in the serving process itself;
-- metrics: --metrics-address set, nobody scraping;
-- metrics_scraped: the same, with another process scraping /metrics every
-  --scrape-interval seconds for the whole run;
-- metrics_otlp: no endpoint, the metrics pushed over OTLP/gRPC to the receiver
-  every second instead (OTEL_METRICS_EXPORTER=otlp; bench/metrics.py runs
-  these three).
-Three load shapes per variant:
-- allocate_1_paced: one caller, an Allocate every --pace seconds (10 ms: 100
-  pods a second, far more than any kubelet admits); the latency a kubelet sees;
-- allocate_1_sequential: one caller, back to back (saturated);
-- allocate_1_concurrent_8_clients: eight callers, back to back.
-Saturated, every microsecond of span work, and the exporter's encoding on its
-thread (which holds the GIL), lands on some call's latency; paced, the
-exporter works between calls, as it does on a real node.
-Every variant gets its own process; the variants run in rotating order for
---rounds rounds and the medians over rounds are reported, with the overhead
-of each variant's p50/p99 relative to `off`, and each round's p50/p99.
+The real `gpu-device-plugin serve` process (8 fake GPUs, stand-in kubelet, unix
+sockets) exports over OTLP/gRPC, with the SDK's default batching, to the real
+OTLP receiver of tests/support/otlp.py, running in this process.
+- cpu: the serving process's own CPU time (utime + stime of all its threads,
+  /proc/<pid>/stat) over --calls sequential Allocates, per call. One process
+  per variant, all running at once and called in turn (one call to each, then
+  the next round of calls), so a busy neighbour weighs on every variant alike,
+  and the difference of two is the variant's own cost. Traced, the
+  window closes only once the receiver holds every one of their spans, so the
+  export (encoding, the gRPC call) is inside it. Reported traced minus
+  untraced (`off`: OTEL_SDK_DISABLED=true). Variants: `sdk`, our interceptor
+  (server/rpc_spans.py); `unsampled`, the same with OTEL_TRACES_SAMPLER=always_off
+  (the interceptor and a non-recording span, nothing to export); with
+  --instrumentation DIR, also `instrumentation`:
+  opentelemetry-instrumentation-grpc's aio server interceptor in its place (not
+  a dependency: install it into DIR with `pip install --no-deps --target DIR
+  opentelemetry-instrumentation-grpc opentelemetry-instrumentation wrapt`).
+  Target: at most 60 µs per traced Allocate.
+- load: two busy-loop processes (normal priority, one per core of the CI
+  machine) run while serve starts, answers --load-calls Allocates (each bounded
+  by 30 s) and gets SIGTERM: the share of those Allocate spans the receiver
+  got (target 100 %), and the seconds from SIGTERM to exit (target at most 2 s;
+  the SDK's shutdown flush is bounded by the exporter's timeout,
+  OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default).
+Each measure runs --rounds times (variants in rotating order) and every
+round's figure is kept: the machine is shared, and the spread is the honest
+error bar.
 
-Usage: python bench/tracing.py [--out FILE] [--quick] [--rounds N] [--variants off,tracing,tracing_inline]
+Usage: python bench/tracing.py [--out FILE] [--quick] [--rounds N] [--instrumentation DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import signal
-import socket
 import statistics
+import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, progress, scratch_folder, serve_argv
-from core import DEVICES, allocate_request, time_allocate  # bench/ is sys.path[0] as a script
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
+from common import emit, progress, scratch_folder, serve_argv  # bench/ is sys.path[0] as a script
+from core import DEVICES, allocate_request
+from latency import peak_rss_mib
 
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
-VARIANTS = ("off", "tracing", "tracing_inline", "metrics", "metrics_scraped", "metrics_otlp")
-TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
-CASES = ("allocate_1_paced", "allocate_1_sequential", "allocate_1_concurrent_8_clients")
+# The tests' OTLP receiver: the collector's own service definition, in process.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.otlp import OtlpReceiver, ReceivedSpan
+
+ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
+TICKS = os.sysconf("SC_CLK_TCK")
+WARM_CALLS = 200
+# Variants whose spans never reach the receiver.
+UNEXPORTED = {"off", "unsampled"}
+TARGETS = {"cpu_us_per_traced_allocate_max": 60, "spans_delivered_under_load_pct": 100, "exit_s_max": 2.0}
 
 
-async def time_allocate_paced(socket: Path, ids: list[str], *, calls: int, interval: float) -> dict[str, Any]:
-    """One caller, one Allocate every `interval` seconds, as a kubelet admitting pods does
-    (with far less time between pods than any real node): the latency each call sees when the
-    plugin is not saturated and its exporter runs between calls."""
-    request = allocate_request(ids)
-    samples: list[float] = []
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of proc(5)
+
+
+def allocates(spans: list[ReceivedSpan]) -> int:
+    return sum(s.name == ALLOCATE for s in spans)
+
+
+def plugin_env(variant: str, endpoint: str, instrumentation: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if variant == "off":
+        return env | {"OTEL_SDK_DISABLED": "true"}
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+    if variant == "unsampled":
+        env["OTEL_TRACES_SAMPLER"] = "always_off"
+    if variant == "instrumentation":
+        assert instrumentation is not None
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(instrumentation), env.get("PYTHONPATH")]))
+    return env
+
+
+def plugin_argv(variant: str, config: Path, folder: Path) -> list[str]:
+    argv = serve_argv(config, folder)
+    if variant != "instrumentation":
+        return argv
+    # This file, patching the instrumentation's interceptor in, then the same CLI.
+    return [sys.executable, __file__, "--serve-instrumented", "--", *argv[3:]]
+
+
+async def calls_on(socket: Path, count: int, *, timeout: float) -> None:
+    request = allocate_request([fake_uuid(0)])
     async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
         stub = pb_grpc.DevicePluginStub(channel)
-        for _ in range(20):
-            await stub.Allocate(request)
-        due = time.perf_counter()
-        for _ in range(calls):
-            due += interval
-            # Pacing the load, not waiting for a condition: the next call is due then.
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            started = time.perf_counter()
-            await stub.Allocate(request)
-            samples.append(time.perf_counter() - started)
-    return percentiles(samples) | {"interval_ms": round(interval * 1e3, 3)}
+        for _ in range(count):
+            await asyncio.wait_for(stub.Allocate(request), timeout)
 
 
-def peak_rss_mib(pid: int) -> float:
-    """The peak resident memory (VmHWM) of a live process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+async def stop(process: asyncio.subprocess.Process, timeout: float = 60) -> float:
+    """SIGTERM; seconds until it exited."""
+    started = time.perf_counter()
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), timeout)
+    return time.perf_counter() - started
 
 
-def child_pids(pid: int) -> list[int]:
-    """The direct children of a live process (the span-export process, when tracing is on)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return children
+async def measure_cpu(
+    variants: tuple[str, ...], folder: Path, config: Path, calls: int, instrumentation: Path | None
+) -> dict[str, dict[str, Any]]:
+    """One round: every variant's serve process at once, called in turn, so that whatever
+    else the machine is doing weighs on all of them alike."""
+    async with contextlib.AsyncExitStack() as stack:
+        plugins: dict[str, tuple[asyncio.subprocess.Process, pb_grpc.DevicePluginStub, OtlpReceiver]] = {}
+        try:
+            for variant in variants:
+                receiver = await stack.enter_async_context(OtlpReceiver())
+                env = plugin_env(variant, receiver.endpoint, instrumentation)
+                home = folder / variant
+                home.mkdir(exist_ok=True)
+                process, socket = await start_plugin_argv(home, plugin_argv(variant, config, home), env)
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"unix://{socket}"))
+                plugins[variant] = (process, pb_grpc.DevicePluginStub(channel), receiver)
+            request = allocate_request([fake_uuid(0)])
+
+            async def call_all(count: int) -> None:
+                for _ in range(count):
+                    for _, stub, _ in plugins.values():
+                        await stub.Allocate(request)
+
+            async def exported(count: int) -> None:
+                for variant, (_, _, receiver) in plugins.items():
+                    if variant not in UNEXPORTED:
+                        await receiver.wait_for(lambda spans: allocates(spans) >= count, timeout=120)
+
+            await call_all(WARM_CALLS)
+            await exported(WARM_CALLS)  # the warm-up's spans out of the way before the window opens
+            before = {v: cpu_seconds(p.pid) for v, (p, _, _) in plugins.items()}
+            await call_all(calls)
+            # The window closes once every span of these calls has reached its receiver.
+            await exported(WARM_CALLS + calls)
+            spent = {v: cpu_seconds(p.pid) - before[v] for v, (p, _, _) in plugins.items()}
+            rss = {v: peak_rss_mib(p.pid) for v, (p, _, _) in plugins.items()}
+        finally:
+            exits = {v: await stop(p) for v, (p, _, _) in plugins.items()}
+    return {
+        v: {
+            "cpu_us_per_call": round(spent[v] / calls * 1e6, 1),
+            "allocate_spans_received": allocates(plugins[v][2].spans),
+            "peak_rss_mib": rss[v],
+            "exit_s": round(exits[v], 3),
+            "exit_code": plugins[v][0].returncode,
+        }
+        for v in variants
+    }
 
 
-def free_port() -> int:
-    # Bench only: the port is free when asked; nothing else on the machine races for it.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def start_plugin(
-    folder: Path, config: Path, env: dict[str, str], extra: list[str]
+async def start_plugin_argv(
+    folder: Path, argv: list[str], env: dict[str, str]
 ) -> tuple[asyncio.subprocess.Process, Path]:
+    """The plugin started by `argv`; returns it and its socket once it has registered."""
     async with StandinKubelet(folder) as kubelet:
-        process = await asyncio.create_subprocess_exec(*serve_argv(config, folder, *extra), env=env)
-        request = await asyncio.wait_for(kubelet.requests.get(), 30)
+        process = await asyncio.create_subprocess_exec(*argv, env=env)
+        request = await asyncio.wait_for(kubelet.requests.get(), 60)
         return process, folder / request.endpoint
 
 
-async def start_helper(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """This file in another role, in its own process; returns it and its first line."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
-    return process, line.decode().strip()
-
-
-async def stop(process: asyncio.subprocess.Process) -> str:
-    process.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(process.communicate(), 10)
-    return out.decode().strip() if out else ""
-
-
-async def measure(
-    variant: str,
-    folder: Path,
-    config: Path,
-    calls: int,
-    scrape_interval: float,
-    pace: float,
-    otel: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    extra: list[str] = []
-    helpers: list[asyncio.subprocess.Process] = []
-    receiver: asyncio.subprocess.Process | None = None
-    if variant.startswith("tracing"):
-        receiver, endpoint = await start_helper("--receiver")
-        env |= {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "GPU_DP_SPAN_EXPORT": "inline" if variant == "tracing_inline" else "process",
-        } | (otel or {})
-    elif variant == "metrics_otlp":
-        receiver, endpoint = await start_helper("--receiver")
-        env |= {
-            "OTEL_METRICS_EXPORTER": "otlp",
-            "OTEL_TRACES_EXPORTER": "none",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            # A push every second: sixty times the SDK's default, to make its cost show.
-            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        }
-    else:
-        env["OTEL_SDK_DISABLED"] = "true"
-    port = free_port()
-    if variant in ("metrics", "metrics_scraped"):
-        extra = ["--metrics-address", f"127.0.0.1:{port}"]
-    ids = [fake_uuid(i) for i in range(DEVICES)]
-    plugin, sock = await start_plugin(folder, config, env, extra)
-    result: dict[str, Any] = {}
+@contextlib.contextmanager
+def busy_cpus(count: int) -> Iterator[None]:
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     try:
-        if variant == "metrics_scraped":
-            scraper, _ = await start_helper(
-                "--scraper", f"http://127.0.0.1:{port}/metrics", "--scrape-interval", str(scrape_interval)
-            )
-            helpers.append(scraper)
-        result["allocate_1_paced"] = await time_allocate_paced(
-            sock, ids[:1], calls=max(200, calls // 2), interval=pace
-        )
-        result["allocate_1_sequential"] = await time_allocate(sock, ids[:1], calls=calls, clients=1)
-        result["allocate_1_concurrent_8_clients"] = await time_allocate(
-            sock, ids[:1], calls=calls // 8, clients=8
-        )
-        for helper in helpers:
-            result["scrapes"] = int(await stop(helper) or 0)
-        result["peak_rss_mib"] = {"serve": peak_rss_mib(plugin.pid)} | {
-            f"child_{n}": peak_rss_mib(pid) for n, pid in enumerate(child_pids(plugin.pid))
-        }
+        yield
     finally:
-        await stop(plugin)
-        if receiver is not None:
-            # Stopping the plugin flushed its last batch: every span is in by now.
-            spans, metric_exports = (await stop(receiver)).split()
-            key = "metric_exports_received" if variant == "metrics_otlp" else "spans_received"
-            result[key] = int(metric_exports if variant == "metrics_otlp" else spans)
-    return result
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
-def summarize(rounds: list[dict[str, dict[str, Any]]], variants: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for variant in variants:
-        out[variant] = {}
-        for case in CASES:
-            out[variant][case] = {
-                key: round(statistics.median(r[variant][case][key] for r in rounds), 4)
-                for key in ("p50_ms", "p99_ms")
-            } | {
-                "n_per_round": rounds[0][variant][case]["n"],
-                "rounds": len(rounds),
-                # The spread over rounds: on a shared machine one round can be far off.
-                "p50_ms_per_round": [r[variant][case]["p50_ms"] for r in rounds],
-                "p99_ms_per_round": [r[variant][case]["p99_ms"] for r in rounds],
-            }
-        for extra in ("spans_received", "metric_exports_received", "scrapes", "peak_rss_mib"):
-            if extra in rounds[0][variant]:
-                out[variant][extra] = [r[variant][extra] for r in rounds]
-    for variant in variants[1:]:
-        for case, stats in out[variant].items():
-            if not isinstance(stats, dict):
-                continue
-            base = out["off"][case]
-            stats["overhead_vs_off_pct"] = {
-                key: round(100 * (stats[key] - base[key]) / base[key], 1) for key in ("p50_ms", "p99_ms")
-            }
-    return out
+async def measure_load(folder: Path, config: Path, calls: int) -> dict[str, Any]:
+    async with OtlpReceiver() as receiver:
+        env = plugin_env("sdk", receiver.endpoint, None)
+        with busy_cpus(2):
+            process, socket = await start_plugin_argv(folder, serve_argv(config, folder), env)
+            try:
+                await calls_on(socket, calls, timeout=30)
+            finally:
+                exit_s = await stop(process)
+        # Exit came after the last export was answered: nothing more is on its way.
+        received = allocates(receiver.spans)
+    return {
+        "allocate_calls": calls,
+        "allocate_spans_received": received,
+        "delivered_pct": round(100 * received / calls, 1),
+        "exit_s": round(exit_s, 3),
+        "exit_code": process.returncode,
+        "spans_received": len(receiver.spans),
+    }
 
 
-async def run(
-    quick: bool,
-    rounds: int,
-    scrape_interval: float,
-    variants: tuple[str, ...],
-    pace: float,
-    otel: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    calls = 400 if quick else 2000
-    results: list[dict[str, dict[str, Any]]] = []
+def spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": min(values),
+        "max": max(values),
+        "per_round": values,
+    }
+
+
+async def run(quick: bool, rounds: int, instrumentation: Path | None) -> dict[str, Any]:
+    calls = 1000 if quick else 5000
+    load_calls = 100 if quick else 200
+    variants = ("off", "unsampled", "sdk") + (("instrumentation",) if instrumentation else ())
+    cpu: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    load: list[dict[str, Any]] = []
     with scratch_folder("gdp-bench-") as scratch:
         folder = Path(scratch)
         config = folder / "gpus.yaml"
         config.write_text(yaml.safe_dump({"count": DEVICES}))
         for index in range(rounds):
-            # Rotate the order so that no variant always runs first (cold caches, CPU boost).
+            # Rotate the calling order so that no variant is always first.
             order = variants[index % len(variants) :] + variants[: index % len(variants)]
-            progress(f"round {index + 1}/{rounds}: {', '.join(order)}, {calls} calls each")
-            results.append(
-                {v: await measure(v, folder, config, calls, scrape_interval, pace, otel) for v in order}
-            )
+            progress(f"round {index + 1}/{rounds}: {', '.join(order)} at once, {calls} calls each")
+            measured = await measure_cpu(order, folder, config, calls, instrumentation)
+            for variant in variants:
+                cpu[variant].append(measured[variant])
+            progress(f"round {index + 1}/{rounds}: {load_calls} calls with two busy processes, then SIGTERM")
+            load.append(await measure_load(folder, config, load_calls))
+    per_call = {v: [r["cpu_us_per_call"] for r in cpu[v]] for v in variants}
+    overhead = {
+        v: spread([round(t - o, 1) for t, o in zip(per_call[v], per_call["off"], strict=True)])
+        for v in variants[1:]
+    }
     return {
         "devices": DEVICES,
-        "variants": summarize(results, variants),
-        "scrape_interval_s": scrape_interval,
-        "paced_interval_s": pace,
-        # OTEL_* settings of the tracing variant beyond the endpoint (none: the SDK's defaults).
-        "tracing_env": otel or {},
-        "targets": {"tracing_p99_overhead_pct": 10},
+        "cpu": {
+            "calls_per_round": calls,
+            "us_per_call": {v: spread(per_call[v]) for v in variants},
+            # Per round, traced minus the same round's untraced run.
+            "traced_minus_off_us": overhead,
+            "rounds": {v: cpu[v] for v in variants},
+        },
+        "under_load": {
+            "busy_processes": 2,
+            "delivered_pct": spread([r["delivered_pct"] for r in load]),
+            "exit_s": spread([r["exit_s"] for r in load]),
+            "rounds": load,
+        },
+        "targets": TARGETS,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "grpcio": grpc.__version__},
     }
 
 
-async def serve_receiver() -> None:
-    """An OTLP/gRPC trace receiver that only keeps the bytes; prints the span count when stopped."""
-    exports: list[bytes] = []
+def serve_instrumented(argv: list[str]) -> None:
+    """`serve` with opentelemetry-instrumentation-grpc's aio interceptor instead of ours."""
+    from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
 
-    metric_exports = 0
+    from gpu_device_plugin.cli.main import main as cli
+    from gpu_device_plugin.server import plugin_server
 
-    async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        exports.append(request)
-        return b""  # an empty ExportTraceServiceResponse
-
-    async def export_metrics(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        nonlocal metric_exports
-        metric_exports += 1
-        return b""  # an empty ExportMetricsServiceResponse
-
-    server = grpc.aio.server()
-    # No (de)serializers: requests stay bytes until the run is over.
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                TRACE_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export)}
-            ),
-            grpc.method_handlers_generic_handler(
-                METRICS_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export_metrics)}
-            ),
-        ]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"http://127.0.0.1:{port}", flush=True)
-    stopped = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
-    await stopped.wait()
-    await server.stop(None)
-    spans = 0
-    for raw in exports:
-        request = trace_service.ExportTraceServiceRequest.FromString(raw)
-        spans += sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
-    print(spans, metric_exports, flush=True)
-
-
-def scrape_forever(url: str, interval: float) -> None:
-    stopped = False
-
-    def on_term(*_: object) -> None:
-        nonlocal stopped
-        stopped = True
-
-    def get() -> None:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            response.read()
-
-    signal.signal(signal.SIGTERM, on_term)
-    get()  # the plugin registered only after its endpoint started: this one answers
-    print("ready", flush=True)
-    count = 1
-    while not stopped:
-        time.sleep(interval)  # pacing the scrape load, not waiting for anything
-        get()
-        count += 1
-    print(count, flush=True)
+    plugin_server.RpcSpans = OpenTelemetryAioServerInterceptor  # type: ignore[misc,assignment]
+    sys.argv = ["gpu-device-plugin", *argv]
+    cli()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
-    parser.add_argument("--rounds", type=int, help="rounds of all variants (default 7; 1 with --quick)")
-    parser.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between scrapes")
-    parser.add_argument("--pace", type=float, default=0.01, help="seconds between paced Allocate calls")
+    parser.add_argument("--quick", action="store_true", help="fewer calls (smoke run)")
+    parser.add_argument("--rounds", type=int, help="rounds of every measure (default 5; 1 with --quick)")
     parser.add_argument(
-        "--otel",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an OTEL_* setting for the tracing variant, e.g. OTEL_BSP_SCHEDULE_DELAY=100 (repeatable)",
+        "--instrumentation", type=Path, help="a folder holding opentelemetry-instrumentation-grpc"
     )
-    parser.add_argument(
-        "--variants",
-        default="off,tracing,tracing_inline",
-        help=f"comma-separated, off first (the baseline); of {VARIANTS}",
-    )
-    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--scraper", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-instrumented", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("serve_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.receiver:
-        asyncio.run(serve_receiver())
+    if args.serve_instrumented:
+        serve_instrumented(args.serve_args)
         return
-    if args.scraper:
-        scrape_forever(args.scraper, args.scrape_interval)
-        return
-    rounds = args.rounds or (1 if args.quick else 7)
-    variants = tuple(v for v in args.variants.split(",") if v)
-    unknown = set(variants) - set(VARIANTS)
-    if unknown or not variants or variants[0] != "off":
-        parser.error(f"--variants: 'off' first, then any of {', '.join(VARIANTS[1:])}")
-    otel = dict(setting.split("=", 1) for setting in args.otel)
-    result = asyncio.run(run(args.quick, rounds, args.scrape_interval, variants, args.pace, otel))
-    emit(result, args.out)
+    rounds = args.rounds or (1 if args.quick else 5)
+    emit(asyncio.run(run(args.quick, rounds, args.instrumentation)), args.out)
 
 
 if __name__ == "__main__":

@@ -328,8 +328,9 @@ def serve(**flags: Any) -> None:
         try:
             asyncio.run(run_serve(config, tracing, otlp_metrics=otlp_metrics))
         finally:
-            # Each bounded by its exporter's timeout (5 s for spans, 10 s for metrics by
-            # default): within the pod's 30 s grace period together.
+            # The queued spans' last export, then the metrics': each bounded by its exporter's
+            # timeout (OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]TIMEOUT, 10 s by default), within
+            # the pod's 30 s grace period together.
             try:
                 tracing.shutdown()
             finally:

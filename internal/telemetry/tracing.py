@@ -13,9 +13,10 @@ instead. The SDK and the exporters read the rest themselves: the sampler
 the endpoint, headers, TLS and timeout (OTEL_EXPORTER_OTLP_*). The provider is
 handed to whoever makes spans; it is never installed as the global one.
 
-Shutdown flushes what is queued: the batch processor's last export, bounded by
-the exporter's timeout (OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT, 10 s by default);
-with a collector that answers it takes milliseconds.
+Shutdown flushes what is queued: the batch processor's last exports, each
+bounded by the exporter's timeout (OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT, 10 s by
+default) for up to 512 spans, and all of them by the processor's 30 s wait for
+its thread; with a collector that answers it takes milliseconds.
 """
 
 from __future__ import annotations

@@ -4,7 +4,13 @@ No I/O, no clocks, no globals: the server calls in with a snapshot and gets an
 answer or a RequestError.
 """
 
-from gpu_device_plugin.allocator.preferred import PreferredPolicy, in_order_policy, preferred_allocation
+from gpu_device_plugin.allocator.preferred import (
+    PreferredPlan,
+    PreferredPolicy,
+    in_order_policy,
+    plan_preferred,
+    preferred_allocation,
+)
 from gpu_device_plugin.allocator.response import (
     AllocateOptions,
     ContainerAllocation,
@@ -14,7 +20,7 @@ from gpu_device_plugin.allocator.response import (
     container_allocation,
 )
 from gpu_device_plugin.allocator.topology import WEIGHTS, set_score, topology_policy
-from gpu_device_plugin.allocator.validate import check_allocatable
+from gpu_device_plugin.allocator.validate import check_allocatable, check_bounds, check_containers
 
 __all__ = [
     "WEIGHTS",
@@ -23,10 +29,14 @@ __all__ = [
     "DeviceIdStrategy",
     "DeviceListStrategy",
     "DeviceNode",
+    "PreferredPlan",
     "PreferredPolicy",
     "check_allocatable",
+    "check_bounds",
+    "check_containers",
     "container_allocation",
     "in_order_policy",
+    "plan_preferred",
     "preferred_allocation",
     "set_score",
     "topology_policy",

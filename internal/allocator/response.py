@@ -6,7 +6,7 @@ The result is a plain value; the server turns it into protobuf.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from gpu_device_plugin.allocator.validate import check_allocatable
@@ -56,11 +56,17 @@ class ContainerAllocation:
 
 
 def container_allocation(
-    inventory: Inventory, ids: Sequence[str], options: AllocateOptions
+    inventory: Inventory,
+    ids: Sequence[str],
+    options: AllocateOptions,
+    *,
+    tolerate: Collection[str] = (),
 ) -> ContainerAllocation:
+    """The container's answer. `tolerate`: unhealthy devices to hand out all the same
+    (the server's call: a health race the kubelet could not have seen)."""
     if not ids:
         raise RequestError("devices_ids: a container request must name at least one device")
-    check_allocatable(inventory, ids, what="devices_ids")
+    check_allocatable(inventory, ids, what="devices_ids", tolerate=tolerate)
     devices = [inventory.by_id[i] for i in ids]
     envs: dict[str, str] = {}
     cdi: tuple[str, ...] = ()

@@ -29,7 +29,7 @@ all container requests of one RPC.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -39,7 +39,7 @@ from opentelemetry.util.types import AttributeValue
 
 from gpu_device_plugin.allocator import AllocateOptions, ContainerAllocation, PreferredPolicy, set_score
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.errors import RequestError
+from gpu_device_plugin.errors import MAX_NAMED_IDS, RequestError, cut_id
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.telemetry import attributes as attrs
 
@@ -216,4 +216,19 @@ def refusal_attributes(code: grpc.StatusCode, err: RequestError) -> Attributes:
         attrs.REFUSED_IDS: list(err.ids),
         attrs.ERROR_CODE: str(code.name),
         attrs.GRPC_STATUS_CODE: int(code.value[0]),
+    }
+
+
+def health_race_attributes(
+    unhealthy: Sequence[str], unknown: Sequence[str], used: Sequence[str]
+) -> Attributes:
+    """The health-race event's attributes; a few ids each, cut like an error's."""
+
+    def few(ids: Sequence[str]) -> list[str]:
+        return [cut_id(i) for i in ids[:MAX_NAMED_IDS]]
+
+    return {
+        attrs.RACE_UNHEALTHY_IDS: few(unhealthy),
+        attrs.RACE_UNKNOWN_IDS: few(unknown),
+        attrs.RACE_USED_IDS: few(used),
     }

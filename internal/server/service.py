@@ -4,6 +4,15 @@ Every RPC reads one immutable snapshot from the cell, so a health change in the
 middle of a request cannot produce a half-old, half-new answer. Client mistakes
 become INVALID_ARGUMENT / FAILED_PRECONDITION, logged at INFO: they are the
 kubelet's (or a user's) to fix, not ours, and must never crash the daemon.
+Requests no kubelet could send (more ids than devices, ids longer than 63
+characters) are refused before any other work, and every message names only
+the first few ids, so neither the status trailer nor a log line can overflow.
+
+Health races are the kubelet's view lagging ours (KUBELET.md §6):
+GetPreferredAllocation answers every structurally valid request (see
+allocator.preferred), and Allocate hands out a device that turned unhealthy
+while the kubelet could not yet know (see kubelet_view). Both say so at INFO
+and as a span event.
 """
 
 from __future__ import annotations
@@ -19,18 +28,23 @@ from opentelemetry import trace
 
 from gpu_device_plugin.allocator import (
     AllocateOptions,
+    PreferredPlan,
     PreferredPolicy,
+    check_bounds,
+    check_containers,
     container_allocation,
-    preferred_allocation,
+    plan_preferred,
 )
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.errors import RequestError
+from gpu_device_plugin.errors import RequestError, cut_id, quote_ids
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
+from gpu_device_plugin.server.kubelet_view import KubeletView
 from gpu_device_plugin.server.rpc_spans import (
     allocate_attributes,
     allocate_response_attributes,
+    health_race_attributes,
     preferred_request_attributes,
     preferred_response_attributes,
     refusal_attributes,
@@ -51,6 +65,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     preferred_policy: PreferredPolicy | None
     # NULL_METRICS unless --metrics-address is set: recording then costs a no-op call.
     metrics: MetricsSink = NULL_METRICS
+    # What the streams have told the kubelet: Allocate's health-race rule reads it.
+    view: KubeletView = field(default_factory=KubeletView)
     # Every snapshot is rendered once and shared by all streams.
     _rendered: tuple[Inventory | None, pb.ListAndWatchResponse] = field(
         default=(None, pb.ListAndWatchResponse()), init=False, repr=False
@@ -74,6 +90,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         if cached is not inventory:
             response = list_and_watch_response(inventory)
             self._rendered = (inventory, response)
+            self.view.sent(inventory)
         return response
 
     async def ListAndWatch(
@@ -82,12 +99,16 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         context: grpc.aio.ServicerContext[pb.Empty, pb.ListAndWatchResponse],
     ) -> AsyncIterator[pb.ListAndWatchResponse]:
         span = trace.get_current_span()
-        async for inventory in self.cell.watch():
-            span.add_event(
-                attrs.DEVICES_SENT_EVENT,
-                {attrs.DEVICES: len(inventory.devices), attrs.HEALTHY: inventory.healthy_count},
-            )
-            yield self._render(inventory)
+        self.view.streams += 1
+        try:
+            async for inventory in self.cell.watch():
+                span.add_event(
+                    attrs.DEVICES_SENT_EVENT,
+                    {attrs.DEVICES: len(inventory.devices), attrs.HEALTHY: inventory.healthy_count},
+                )
+                yield self._render(inventory)
+        finally:
+            self.view.streams -= 1
 
     async def GetPreferredAllocation(
         self,
@@ -109,6 +130,13 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def _preferred(self, request: pb.PreferredAllocationRequest) -> pb.PreferredAllocationResponse:
         span = trace.get_current_span()
         recording = span.is_recording()
+        inventory = self.cell.value
+        # The kubelet's candidates may name devices we have since lost, never more than we showed it.
+        limit = max(len(inventory.devices), self.view.most_devices)
+        check_containers(len(request.container_requests), limit=limit)
+        for req in request.container_requests:
+            check_bounds(req.available_deviceIDs, what="available_deviceIDs", limit=limit)
+            check_bounds(req.must_include_deviceIDs, what="must_include_deviceIDs", limit=limit)
         if recording:
             span.set_attributes(
                 preferred_request_attributes(self.resource_name, request, self.preferred_policy)
@@ -116,20 +144,37 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         policy = self.preferred_policy
         if policy is None:
             raise RequestError("preferred allocation is not offered")
-        inventory = self.cell.value
         response = pb.PreferredAllocationResponse()
+        plans: list[PreferredPlan] = []
         for req in request.container_requests:
-            chosen = preferred_allocation(
+            plan = plan_preferred(
                 inventory,
                 list(req.available_deviceIDs),
                 list(req.must_include_deviceIDs),
                 req.allocation_size,
                 policy,
             )
-            response.container_responses.add(deviceIDs=chosen)
+            plans.append(plan)
+            response.container_responses.add(deviceIDs=plan.ids)
+        if any(p.worked_around for p in plans):
+            self._worked_around_preferred(plans, span)
         if recording:
             span.set_attributes(preferred_response_attributes(inventory, response))
         return response
+
+    def _worked_around_preferred(self, plans: list[PreferredPlan], span: trace.Span) -> None:
+        unhealthy = [i for p in plans for i in p.unhealthy]
+        unknown = [i for p in plans for i in p.unknown]
+        used = [i for p in plans for i in p.used]
+        log.info(
+            "GetPreferredAllocation answered around a health race: the candidates name "
+            "unhealthy [%s] and unknown [%s] devices (the kubelet's view lags ours); "
+            "the answer holds [%s] of them only to fill the size, Allocate decides",
+            quote_ids(unhealthy),
+            quote_ids(unknown),
+            quote_ids(used),
+        )
+        span.add_event(attrs.HEALTH_RACE_EVENT, health_race_attributes(unhealthy, unknown, used))
 
     async def Allocate(
         self,
@@ -151,19 +196,45 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         span = trace.get_current_span()
         recording = span.is_recording()
+        inventory = self.cell.value
+        # Each container needs its own devices, so none of these can exceed the device count.
+        limit = len(inventory.devices)
+        check_containers(len(request.container_requests), limit=limit)
+        for req in request.container_requests:
+            check_bounds(req.devices_ids, what="devices_ids", limit=limit)
         if recording:
             span.set_attributes(allocate_attributes(self.resource_name, self.allocate_options, request))
-        inventory = self.cell.value
+        racing = self.view.racing(inventory)
         # Build every container's answer before replying: all or nothing.
         allocations = [
-            container_allocation(inventory, list(req.devices_ids), self.allocate_options)
+            container_allocation(inventory, list(req.devices_ids), self.allocate_options, tolerate=racing)
             for req in request.container_requests
         ]
         if not allocations:
             raise RequestError("container_requests: the request names no container")
+        if racing:
+            used = [i for req in request.container_requests for i in req.devices_ids if i in racing]
+            if used:
+                self._worked_around_allocate(used, racing, span)
         if recording:
             span.set_attributes(allocate_response_attributes(allocations))
         return pb.AllocateResponse(container_responses=[container_allocate_response(a) for a in allocations])
+
+    def _worked_around_allocate(
+        self, used: list[str], racing: dict[str, float | None], span: trace.Span
+    ) -> None:
+        def when(device_id: str) -> str:
+            age = racing[device_id]
+            told = "not yet told" if age is None else f"told {age:.2f} s ago"
+            return f"{cut_id(device_id)!r} ({told})"
+
+        log.info(
+            "Allocate hands out devices that just turned unhealthy: %s%s; the kubelet chose "
+            "them while they were healthy in its view",
+            ", ".join(when(i) for i in sorted(used)[:5]),
+            f" and {len(used) - 5} more" if len(used) > 5 else "",
+        )
+        span.add_event(attrs.HEALTH_RACE_EVENT, health_race_attributes(used, [], used))
 
     async def PreStartContainer(
         self,

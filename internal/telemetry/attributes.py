@@ -44,6 +44,14 @@ CONTAINER_DEVICES = "gpu.container_devices"
 # Which policy chose the preferred set (topology, in_order).
 PREFERRED_POLICY = "gpu.preferred_policy"
 REFUSED_IDS = "gpu.refused_ids"
+# A health race worked around (an event on the RPC's span): devices the request
+# named that are unhealthy or unknown in our snapshot, and those of them the
+# answer still holds (GetPreferredAllocation filling its size, Allocate within
+# the kubelet's lag).
+HEALTH_RACE_EVENT = "health race worked around"
+RACE_UNHEALTHY_IDS = "gpu.race.unhealthy_ids"
+RACE_UNKNOWN_IDS = "gpu.race.unknown_ids"
+RACE_USED_IDS = "gpu.race.used_ids"
 # The gRPC status of a refused request: its name here, its number below.
 ERROR_CODE = "gpu.error_code"
 GRPC_STATUS_CODE = "rpc.grpc.status_code"

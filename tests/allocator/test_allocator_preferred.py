@@ -1,4 +1,4 @@
-"""GetPreferredAllocation: bad requests are refused; the in-order policy is stable."""
+"""GetPreferredAllocation: structural mistakes are refused, health races answered; in-order is stable."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from gpu_device_plugin.allocator import in_order_policy, preferred_allocation
-from gpu_device_plugin.errors import DeviceUnavailableError, RequestError
+from gpu_device_plugin.allocator import in_order_policy, plan_preferred, preferred_allocation
+from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Device, Health, Inventory
 
 
@@ -94,28 +94,10 @@ def test_policy_is_pluggable() -> None:
         pytest.param(ids(0, 1), [], 0, RequestError, "at least 1", [], id="size-zero"),
         pytest.param(ids(0, 1), [], -1, RequestError, "at least 1", [], id="size-negative"),
         pytest.param(
-            ids(0, 3), [], 1, DeviceUnavailableError, "unhealthy", ids(3), id="unhealthy-in-available"
-        ),
-        pytest.param(
-            ids(0, 9),
-            [],
-            1,
-            RequestError,
-            "available_deviceIDs: unknown",
-            ["GPU-9"],
-            id="unknown-in-available",
-        ),
-        pytest.param(
             ids(0, 0, 1), [], 1, RequestError, "more than once", ids(0), id="duplicate-in-available"
         ),
         pytest.param(
-            ids(0, 1),
-            ["GPU-9"],
-            1,
-            RequestError,
-            "must_include_deviceIDs: unknown",
-            ["GPU-9"],
-            id="unknown-in-must-include",
+            ids(0, 1), ids(1, 1), 2, RequestError, "more than once", ids(1), id="duplicate-in-must-include"
         ),
     ],
 )
@@ -134,3 +116,63 @@ def test_bad_requests_are_refused(
     assert phrase in str(caught.value)
     for device_id in named:
         assert repr(device_id) in str(caught.value)
+
+
+# The kubelet's view lags ours by one ListAndWatch message: these are valid from
+# where it stands, so they get an answer (KUBELET.md §6), healthy devices first.
+@pytest.mark.parametrize(
+    ("available", "must_include", "size", "expected", "unhealthy", "unknown", "used"),
+    [
+        pytest.param(ids(0, 3), [], 1, ids(0), ids(3), [], [], id="unhealthy-skipped-when-healthy-suffice"),
+        pytest.param(ids(3, 4), [], 1, ids(4), ids(3), [], [], id="healthy-preferred-over-lower-index"),
+        pytest.param(ids(0, 3), [], 2, ids(0, 3), ids(3), [], ids(3), id="unhealthy-fills-the-size"),
+        pytest.param(ids(3), [], 1, ids(3), ids(3), [], ids(3), id="only-unhealthy"),
+        pytest.param(
+            ["GPU-9", *ids(0)], [], 1, ids(0), [], ["GPU-9"], [], id="unknown-skipped-when-healthy-suffice"
+        ),
+        pytest.param(
+            ["GPU-9", *ids(3, 0)],
+            [],
+            3,
+            [*ids(0, 3), "GPU-9"],
+            ids(3),
+            ["GPU-9"],
+            ["GPU-3", "GPU-9"],
+            id="healthy-then-unhealthy-then-unknown",
+        ),
+        pytest.param(
+            ids(0, 1, 3), ids(3), 2, ids(3, 0), ids(3), [], ids(3), id="unhealthy-must-include-kept"
+        ),
+        pytest.param(
+            ["GPU-9", *ids(0, 1)],
+            ["GPU-9"],
+            2,
+            ["GPU-0", "GPU-9"],
+            [],
+            ["GPU-9"],
+            ["GPU-9"],
+            id="unknown-must-include-kept",
+        ),
+    ],
+)
+def test_health_races_are_answered(
+    available: list[str],
+    must_include: list[str],
+    size: int,
+    expected: list[str],
+    unhealthy: list[str],
+    unknown: list[str],
+    used: list[str],
+) -> None:
+    plan = plan_preferred(eight(unhealthy=(3,)), available, must_include, size)
+    assert plan.ids == expected
+    assert len(plan.ids) == size
+    assert set(must_include) <= set(plan.ids) <= set(available)
+    assert (list(plan.unhealthy), list(plan.unknown), sorted(plan.used)) == (unhealthy, unknown, used)
+    assert plan.worked_around
+
+
+def test_a_plain_request_works_around_nothing() -> None:
+    plan = plan_preferred(eight(unhealthy=(3,)), ids(0, 1, 2), [], 2)
+    assert plan.ids == ids(0, 1)
+    assert not plan.worked_around

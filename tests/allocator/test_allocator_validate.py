@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_device_plugin.allocator import check_allocatable
+from gpu_device_plugin.allocator import check_allocatable, check_bounds, check_containers
 from gpu_device_plugin.errors import DeviceUnavailableError, RequestError
 from gpu_device_plugin.inventory import Device, Health, Inventory
 
@@ -83,3 +83,59 @@ def test_healthy_ids_are_not_named_in_an_unhealthy_error() -> None:
     with pytest.raises(DeviceUnavailableError) as caught:
         check_allocatable(inventory(), ["GPU-0", "GPU-2"], what="devices_ids")
     assert "GPU-0" not in str(caught.value)
+
+
+# ---- bounds: what no kubelet could send, refused early with a short message ----
+
+
+def test_more_ids_than_devices_is_refused_naming_only_a_few() -> None:
+    many = [f"GPU-{n}" for n in range(10_000)]
+    with pytest.raises(RequestError) as caught:
+        check_bounds(many, what="devices_ids", limit=8)
+    message = str(caught.value)
+    assert "names 10,000 devices, more than the 8 this plugin has" in message
+    assert len(message) < 400
+    assert "and 9,995 more" in message
+    assert len(caught.value.ids) == 5
+
+
+def test_an_id_longer_than_63_characters_is_unknown_and_cut() -> None:
+    huge = "G" * (1 << 20)
+    with pytest.raises(RequestError) as caught:
+        check_bounds(["GPU-0", huge], what="devices_ids", limit=8)
+    message = str(caught.value)
+    assert message.startswith("devices_ids: unknown device ids ")
+    assert "(1,048,576 characters)" in message
+    assert len(message) < 200
+    assert all(len(i) < 80 for i in caught.value.ids)
+
+
+def test_an_id_of_63_characters_is_within_bounds() -> None:
+    check_bounds(["G" * 63] * 8, what="devices_ids", limit=8)
+
+
+def test_more_containers_than_devices_is_refused() -> None:
+    with pytest.raises(RequestError, match="9 containers, more than the 8 devices"):
+        check_containers(9, limit=8)
+    check_containers(8, limit=8)
+
+
+def test_ten_thousand_unknown_ids_make_a_short_message() -> None:
+    unknown = [f"nope-{n:05}" for n in range(10_000)]
+    big = Inventory(
+        devices=tuple(Device(id=f"GPU-{n}", index=n, uuid=f"GPU-{n}") for n in range(10_000)),
+        backend="fake",
+    )
+    with pytest.raises(RequestError) as caught:
+        check_allocatable(big, unknown, what="devices_ids")
+    message = str(caught.value)
+    assert message == (
+        "devices_ids: unknown device ids 'nope-00000', 'nope-00001', 'nope-00002', 'nope-00003', "
+        "'nope-00004' and 9,995 more"
+    )
+
+
+def test_an_unhealthy_device_in_tolerate_is_allocatable() -> None:
+    check_allocatable(inventory(), ["GPU-0", "GPU-2"], what="devices_ids", tolerate={"GPU-2"})
+    with pytest.raises(DeviceUnavailableError, match="GPU-3"):
+        check_allocatable(inventory(), ["GPU-2", "GPU-3"], what="devices_ids", tolerate={"GPU-2"})

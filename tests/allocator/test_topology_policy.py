@@ -319,7 +319,15 @@ def test_topology_naming_devices_we_do_not_have_is_harmless() -> None:
 def test_bad_requests_are_still_refused_with_the_ids() -> None:
     inventory = preset_inventory("dgx-1v", 8)
     with pytest.raises(RequestError, match="nope"):
-        preferred_allocation(inventory, ["nope", *ids(inventory, 0)], [], 1, topology_policy)
+        preferred_allocation(inventory, ["nope", "nope", *ids(inventory, 0)], [], 1, topology_policy)
+
+
+def test_an_unknown_candidate_never_reaches_the_policy() -> None:
+    inventory = preset_inventory("dgx-1v", 8)
+    everything = ids(inventory, *range(8))
+    assert preferred_allocation(inventory, ["nope", *everything], [], 2, topology_policy) == (
+        preferred_allocation(inventory, everything, [], 2, topology_policy)
+    )
 
 
 # ---- beyond the exact limit: the heuristic --------------------------------------

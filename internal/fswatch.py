@@ -5,12 +5,18 @@ cannot know when an edit will be seen; here the watch exists once the object
 does, which lets the daemon (and tests) act on "ready" without a race. The
 blocking wait runs in a worker thread that returns within one step of being
 cancelled.
+
+`names` narrows the watch to some entries of the folder: changes to any other
+entry (a log file written next to the config, an editor's swap file) are
+dropped before the caller wakes, so a reader of one file is not woken, and
+cannot be fed back, by its neighbours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from watchfiles import Change
@@ -20,14 +26,22 @@ Changes = set[tuple[Change, Path]]
 
 
 class FolderWatch:
-    def __init__(self, folder: Path, *, debounce_ms: int = 50, step_ms: int = 10) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        names: Iterable[str] | None = None,
+        debounce_ms: int = 50,
+        step_ms: int = 10,
+    ) -> None:
         self.folder = folder
+        self.names = frozenset(names) if names is not None else None
         self._debounce_ms = debounce_ms
         self._step_ms = step_ms
         self._notify = RustNotify([str(folder)], False, False, 0, False, False)
 
     async def next_changes(self) -> Changes:
-        """Wait for the next batch of changes in the folder."""
+        """Wait for the next batch of changes in the folder (to the watched names only)."""
         while True:
             stop = threading.Event()
             try:
@@ -37,8 +51,13 @@ class FolderWatch:
             except asyncio.CancelledError:
                 stop.set()
                 raise
-            if isinstance(raw, set):
-                return {(Change(kind), Path(path)) for kind, path in raw}
+            if not isinstance(raw, set):
+                continue
+            changes = {(Change(kind), Path(path)) for kind, path in raw}
+            if self.names is not None:
+                changes = {(kind, path) for kind, path in changes if path.name in self.names}
+            if changes:
+                return changes
 
     def close(self) -> None:
         self._notify.close()

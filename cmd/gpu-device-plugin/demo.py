@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.client import PluginClient
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
+from gpu_device_plugin.server.kubelet_view import ALLOCATE_GRACE_S
 from gpu_device_plugin.server.sockets import our_sockets
 from gpu_device_plugin.telemetry.tracing import noop_tracing
 
@@ -83,6 +85,14 @@ async def run_demo(count: int, *, echo: Echo) -> None:
                     update = await asyncio.wait_for(stream.read(), 5)
                     echo("   the stream delivers the new full list at once:")
                     _show_devices(echo, update)
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await client.allocate([ids[1]])
+                        echo(
+                            "   an Allocate of it at once is still granted: the kubelet may have "
+                            "chosen it before it heard"
+                        )
+                    # The kubelet's lag the plugin forgives (server/kubelet_view.py), then no more.
+                    await asyncio.sleep(ALLOCATE_GRACE_S)
                     try:
                         await client.allocate([ids[1]])
                     except grpc.aio.AioRpcError as err:

@@ -167,12 +167,13 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         unknown = [i for p in plans for i in p.unknown]
         used = [i for p in plans for i in p.used]
         log.info(
-            "GetPreferredAllocation answered around a health race: the candidates name "
-            "unhealthy [%s] and unknown [%s] devices (the kubelet's view lags ours); "
-            "the answer holds [%s] of them only to fill the size, Allocate decides",
+            "GetPreferredAllocation answered around a health race (the kubelet's view lags ours): "
+            "candidates unhealthy here [%s], unknown here [%s]; %s",
             quote_ids(unhealthy),
             quote_ids(unknown),
-            quote_ids(used),
+            f"the answer holds [{quote_ids(used)}] only to fill the size (Allocate decides)"
+            if used
+            else "the answer leaves them out",
         )
         span.add_event(attrs.HEALTH_RACE_EVENT, health_race_attributes(unhealthy, unknown, used))
 

@@ -29,6 +29,7 @@ from gpu_device_plugin.telemetry.tracing import sdk_tracing
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
 from support.spans import SpanRecorder
+from support.waiting import eventually
 
 G = [fake_uuid(i) for i in range(8)]
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"
@@ -184,3 +185,31 @@ async def test_allocate_of_a_device_unhealthy_from_the_start_is_refused(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.Allocate(allocate([G[3]]), timeout=5)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_closed_stream_is_no_longer_a_kubelet_watching(plugin_dir: Path) -> None:
+    """Without an open stream no kubelet is choosing, so no unhealthy device is forgiven."""
+    inventory = to_inventory(FakeConfig(count=2))
+    cell = SnapshotCell(inventory)
+    service = DevicePluginService("example.com/gpu", cell, AllocateOptions(), in_order_policy)
+    server = PluginServer(service, plugin_dir / "streams.sock")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix://{server.socket_path}") as channel:
+            stub = pb_grpc.DevicePluginStub(channel)
+            stream = stub.ListAndWatch(pb.Empty())
+            await stream.read()
+            assert service.view.streams == 1
+            stream.cancel()
+            await eventually(lambda: service.view.streams == 0, what="the stream's end seen by the service")
+            # Published after the kubelet went: refused at once.
+            publish_snapshot(
+                cell,
+                inventory.with_health({inventory.devices[1].id: (Health.UNHEALTHY, "XID 79")}),
+                source="test",
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Allocate(allocate([inventory.devices[1].id]), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await server.stop(None)

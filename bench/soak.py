@@ -33,10 +33,8 @@ import contextlib
 import itertools
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +43,7 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, serve_argv
+from common import emit, percentiles, progress, scratch_folder, serve_argv
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
@@ -63,10 +61,6 @@ FLIPS = (
     ({"xid": 79}, False),
     ({"xid": 13}, True),
 )
-
-
-def progress(message: str) -> None:
-    print(f"soak: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -561,11 +555,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     main = asyncio.current_task()
     assert main is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    scratch = Path(tempfile.mkdtemp(prefix="gdp-soak-", dir="/tmp"))
-    try:
-        return await soak(args, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # Removed however the soak ends (scratch_folder: under the runner's root when it runs us).
+    with scratch_folder("gdp-soak-") as scratch:
+        return await soak(args, Path(scratch))
 
 
 def main() -> None:

@@ -9,12 +9,23 @@ Two signals feed one HealthTracker:
   hung NVML call marks the device unhealthy instead of hanging the daemon, and
   a device whose earlier probe is still stuck is not probed again.
 Recovery comes from the tracker's quiet period, seen through the probes.
+
+pynvml's handles are ctypes pointers: unhashable, equal only to themselves, and
+a new object on every call, the `device` of each event included. Nothing here
+keys, compares or looks up a handle; an event is mapped back to its GPU by the
+address the pointer holds (`handle_address`).
+
+The events thread never dies in silence: an exception that escapes it ends the
+run, which supervise.keep_running reports (health checking degraded, with
+the error) and restarts with a backoff. Devices keep their last known health
+meanwhile, and the probes go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -25,8 +36,11 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.discovery.nvml import NvmlLibrary, NvmlSession
 from gpu_device_plugin.health.publish import publish_snapshot
+from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
+from gpu_device_plugin.health.supervise import RESTART_BACKOFF, keep_running
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.health.xid import XidPolicy, describe_xid
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
@@ -43,6 +57,8 @@ WATCHED_EVENTS = EVENT_DOUBLE_BIT_ECC | EVENT_XID_CRITICAL
 ERROR_NOT_SUPPORTED = 3
 ERROR_TIMEOUT = 10
 ERROR_GPU_IS_LOST = 15
+# Non-timeout failures of the event wait in a row before the event set is rebuilt.
+WAIT_FAILURES_BEFORE_RESTART = 3
 
 
 class NvmlHealthLibrary(NvmlLibrary, Protocol):
@@ -69,9 +85,33 @@ class Fault:
 Observation = Xid | Fault
 
 
+class EventWaitFailing(Exception):
+    """nvmlEventSetWait kept failing: the event set is rebuilt (and health checking degraded meanwhile)."""
+
+
 def _error_code(err: Exception) -> int | None:
+    # pynvml's NVMLError subclasses carry NVML's return code as `.value`.
     value = getattr(err, "value", None)
     return value if isinstance(value, int) else None
+
+
+def handle_address(handle: Any) -> int | None:
+    """The address a device handle points at: the one identity NVML gives a GPU for a session.
+
+    Chosen over asking NVML for the event's UUID: reading a pointer is no NVML
+    call, so it also names a GPU that has just fallen off the bus and answers
+    nothing (XID 79, the event that matters most). None for a NULL handle or
+    one that is not a ctypes pointer.
+    """
+    try:
+        address = ctypes.cast(handle, ctypes.c_void_p).value
+    except (ctypes.ArgumentError, TypeError):
+        return None
+    return address or None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -86,41 +126,57 @@ class NvmlHealthSource:
     clock: Callable[[], float] = time.monotonic
     metrics: MetricsSink = NULL_METRICS
     tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
+    # Where a dead events thread is reported; a private one when not wired.
+    status: HealthCheckStatus | None = None
+    restart_backoff: Backoff = RESTART_BACKOFF
     _probing: set[str] = field(default_factory=set, init=False)
+    _seeded: bool = field(default=False, init=False)
 
     @property
     def lib(self) -> NvmlHealthLibrary:
         lib: Any = self.session.lib
         return lib  # type: ignore[no-any-return]
 
-    async def run(self, *, ready: asyncio.Event | None = None) -> None:
-        loop = asyncio.get_running_loop()
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        status = self.status or HealthCheckStatus((NVML_EVENTS,), metrics=self.metrics, tracer=self.tracer)
         queue: asyncio.Queue[Observation] = asyncio.Queue()
-        stop = threading.Event()
-        registered = threading.Event()
-        device_ids = [d.id for d in self.cell.value.devices]
-
-        def post(observation: Observation) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                loop.call_soon_threadsafe(queue.put_nowait, observation)
-
-        events = threading.Thread(
-            target=self._watch_events,
-            args=(device_ids, post, stop, registered),
+        self._seed()
+        # Set once the first events thread has registered, or has ended: either way the probes start.
+        first_try = asyncio.Event()
+        events = asyncio.create_task(
+            keep_running(
+                NVML_EVENTS,
+                lambda up: self._run_events_thread(queue, up, first_try),
+                status,
+                backoff=self.restart_backoff,
+            ),
             name="nvml-events",
-            daemon=True,
         )
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nvml-probe")
-        events.start()
         try:
-            await asyncio.to_thread(registered.wait, 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(first_try.wait(), 10)
             if ready is not None:
                 ready.set()
             await self._follow(queue, executor)
         finally:
-            stop.set()
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
             # Never wait for a stuck NVML call at shutdown.
             executor.shutdown(wait=False, cancel_futures=True)
+
+    def _seed(self) -> None:
+        # A GPU discovery found unhealthy (lost, say) starts as a fault, so it
+        # earns its way back through the quiet period like any other.
+        if self._seeded:
+            return
+        self._seeded = True
+        now = self.clock()
+        for device in self.cell.value.devices:
+            if not device.healthy:
+                reason = device.health_reason or HealthReason("unhealthy at discovery", ReasonCode.OTHER)
+                self.tracker.fault(device.id, reason, now)
 
     async def _follow(self, queue: asyncio.Queue[Observation], executor: ThreadPoolExecutor) -> None:
         next_probe = self.clock()
@@ -189,35 +245,80 @@ class NvmlHealthSource:
         handle = self.lib.nvmlDeviceGetHandleByUUID(device_id)
         self.lib.nvmlDeviceGetMemoryInfo(handle)
 
+    async def _run_events_thread(
+        self, queue: asyncio.Queue[Observation], up: asyncio.Event, tried: asyncio.Event
+    ) -> None:
+        """One life of the events thread: returns when it has nothing to watch, raises what killed it.
+
+        `up` is set once it has registered every GPU; `tried` then too, or when it ends.
+        """
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[BaseException | None] = loop.create_future()
+        stop = threading.Event()
+        device_ids = [d.id for d in self.cell.value.devices]
+
+        def on_loop(callback: Callable[..., None], *args: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                loop.call_soon_threadsafe(callback, *args)
+
+        def end(error: BaseException | None) -> None:
+            if not ended.done():
+                ended.set_result(error)
+
+        def registered() -> None:  # called in the thread: asyncio events are set on the loop
+            on_loop(up.set)
+            on_loop(tried.set)
+
+        def body() -> None:
+            try:
+                self._watch_events(device_ids, lambda o: on_loop(queue.put_nowait, o), stop, registered)
+            except BaseException as err:  # reported on the loop: nothing may end this thread unseen
+                on_loop(end, err)
+            else:
+                on_loop(end, None)
+
+        thread = threading.Thread(target=body, name="nvml-events", daemon=True)
+        thread.start()
+        try:
+            error = await ended
+        finally:
+            # Cancelled or ended: the thread leaves its wait within event_wait_ms.
+            stop.set()
+            tried.set()
+        if error is not None:
+            raise error
+
     def _watch_events(
         self,
         device_ids: list[str],
         post: Callable[[Observation], None],
         stop: threading.Event,
-        registered: threading.Event,
+        registered: Callable[[], None],
     ) -> None:
         lib = self.lib
         try:
             event_set = lib.nvmlEventSetCreate()
         except lib.NVMLError as err:
-            log.warning("NVML events unavailable, relying on probes alone: %s", err)
-            registered.set()
+            if _error_code(err) != ERROR_NOT_SUPPORTED:
+                raise  # a failure, not a fact of this node: degraded, and tried again
+            log.warning("NVML events are not supported here, relying on probes alone: %s", err)
             return
         try:
-            by_handle = self._register(event_set, device_ids, post)
-            registered.set()
+            by_address = self._register(event_set, device_ids, post)
+            registered()
+            failures = 0
             while not stop.is_set():
-                self._wait_once(event_set, by_handle, post)
+                failures = self._wait_once(event_set, device_ids, by_address, post, stop, failures)
         finally:
-            registered.set()
             with contextlib.suppress(lib.NVMLError):
                 lib.nvmlEventSetFree(event_set)
 
     def _register(
         self, event_set: Any, device_ids: list[str], post: Callable[[Observation], None]
-    ) -> dict[Any, str]:
+    ) -> dict[int, str]:
+        """Registers every GPU on the set; returns our device id by handle address."""
         lib = self.lib
-        by_handle: dict[Any, str] = {}
+        by_address: dict[int, str] = {}
         for device_id in device_ids:
             try:
                 handle = lib.nvmlDeviceGetHandleByUUID(device_id)
@@ -226,34 +327,57 @@ class NvmlHealthSource:
                     lib.nvmlDeviceRegisterEvents(handle, wanted, event_set)
                 else:
                     log.info("%s reports no critical events; probes alone watch it", device_id)
-                by_handle[handle] = device_id
             except lib.NVMLError as err:
                 if _error_code(err) == ERROR_NOT_SUPPORTED:
                     log.info("%s does not support events; probes alone watch it", device_id)
                     continue
                 post(Fault(device_id, HealthReason(f"cannot register for events: {err}", ReasonCode.EVENTS)))
-        return by_handle
+                continue
+            address = handle_address(handle)
+            if address is not None:
+                by_address[address] = device_id
+        return by_address
 
     def _wait_once(
-        self, event_set: Any, by_handle: dict[Any, str], post: Callable[[Observation], None]
-    ) -> None:
+        self,
+        event_set: Any,
+        device_ids: list[str],
+        by_address: dict[int, str],
+        post: Callable[[Observation], None],
+        stop: threading.Event,
+        failures: int,
+    ) -> int:
+        """Waits for one event; returns the count of failed waits in a row."""
         lib = self.lib
         try:
             data = lib.nvmlEventSetWait_v2(event_set, self.event_wait_ms)
         except lib.NVMLError as err:
-            if _error_code(err) != ERROR_TIMEOUT:
-                # The event does not say which GPU; the next probe will find it.
-                log.warning("waiting for NVML events failed: %s", err)
-                time.sleep(self.event_wait_ms / 1000)
-            return
-        device_id = by_handle.get(data.device)
+            if _error_code(err) == ERROR_TIMEOUT:
+                return 0  # nothing happened
+            failures += 1
+            if failures >= WAIT_FAILURES_BEFORE_RESTART:
+                message = f"nvmlEventSetWait_v2 failed {failures} times in a row: {err}"
+                raise EventWaitFailing(message) from err
+            # The error does not say which GPU; the next probe will find it.
+            log.warning("waiting for NVML events failed: %s", err)
+            stop.wait(self.event_wait_ms / 1000)
+            return failures
+        device_id = self._event_device(data, device_ids, by_address)
         if device_id is None:
-            try:
-                device_id = lib.nvmlDeviceGetUUID(data.device)
-            except lib.NVMLError:
-                log.warning("NVML event %#x for an unknown device", data.eventType)
-                return
-        if data.eventType == EVENT_XID_CRITICAL:
+            log.warning("NVML event %#x for a device that is not ours", int(data.eventType))
+        elif data.eventType == EVENT_XID_CRITICAL:
             post(Xid(device_id, int(data.eventData)))
         elif data.eventType == EVENT_DOUBLE_BIT_ECC:
             post(Fault(device_id, HealthReason("double-bit ECC error", ReasonCode.ECC)))
+        return 0
+
+    def _event_device(self, data: Any, device_ids: list[str], by_address: dict[int, str]) -> str | None:
+        address = handle_address(data.device)
+        if address is not None and address in by_address:
+            return by_address[address]
+        # A library that hands out another address per call: ask for the UUID instead.
+        try:
+            uuid = _text(self.lib.nvmlDeviceGetUUID(data.device))
+        except self.lib.NVMLError:
+            return None
+        return uuid if uuid in device_ids else None

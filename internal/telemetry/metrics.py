@@ -49,6 +49,7 @@ class MetricsSink(Protocol):
     def registration(self, result: str) -> None: ...
     def kubelet_restart(self) -> None: ...
     def health_transition(self, to: str, reason_class: str) -> None: ...
+    def health_checks_degraded(self, source: str, degraded: bool) -> None: ...
     def inventory(self, resource_name: str, inventory: Inventory) -> None: ...
 
 
@@ -71,6 +72,9 @@ class NullMetrics:
         pass
 
     def health_transition(self, to: str, reason_class: str) -> None:
+        pass
+
+    def health_checks_degraded(self, source: str, degraded: bool) -> None:
         pass
 
     def inventory(self, resource_name: str, inventory: Inventory) -> None:
@@ -123,6 +127,11 @@ HEALTH_TRANSITIONS = MetricSpec(
     "Device health changes, by the health reached and the class of reason.",
     ("to", "reason"),
 )
+HEALTH_CHECKS_DEGRADED = MetricSpec(
+    PREFIX + "health_checks_degraded",
+    "1 while a part of health checking is down (devices keep their last known health), else 0.",
+    ("source",),
+)
 BUILD = MetricSpec(PREFIX + "build", "Version of the plugin and its runtime.")
 
 
@@ -157,6 +166,12 @@ class Metrics:
         self._transitions = Counter(
             HEALTH_TRANSITIONS.name, HEALTH_TRANSITIONS.help, HEALTH_TRANSITIONS.labels, registry=registry
         )
+        self._degraded = Gauge(
+            HEALTH_CHECKS_DEGRADED.name,
+            HEALTH_CHECKS_DEGRADED.help,
+            HEALTH_CHECKS_DEGRADED.labels,
+            registry=registry,
+        )
         Info(BUILD.name, BUILD.help, registry=registry).info(build_labels())
 
     def rpc_latency(self, method: str, seconds: float) -> None:
@@ -176,6 +191,9 @@ class Metrics:
 
     def health_transition(self, to: str, reason_class: str) -> None:
         self._transitions.labels(to, reason_class).inc()
+
+    def health_checks_degraded(self, source: str, degraded: bool) -> None:
+        self._degraded.labels(source).set(1 if degraded else 0)
 
     def inventory(self, resource_name: str, inventory: Inventory) -> None:
         healthy = inventory.healthy_count
@@ -288,6 +306,10 @@ class TeeMetrics:
     def health_transition(self, to: str, reason_class: str) -> None:
         for sink in self.sinks:
             sink.health_transition(to, reason_class)
+
+    def health_checks_degraded(self, source: str, degraded: bool) -> None:
+        for sink in self.sinks:
+            sink.health_checks_degraded(source, degraded)
 
     def inventory(self, resource_name: str, inventory: Inventory) -> None:
         for sink in self.sinks:

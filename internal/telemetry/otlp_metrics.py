@@ -91,6 +91,9 @@ class OtlpMetrics:
         self._transitions = meter.create_counter(
             spec.HEALTH_TRANSITIONS.name, "{transition}", spec.HEALTH_TRANSITIONS.help
         )
+        self._degraded = meter.create_gauge(
+            spec.HEALTH_CHECKS_DEGRADED.name, "1", spec.HEALTH_CHECKS_DEGRADED.help
+        )
         # Prometheus' Info is a gauge of 1 whose labels are the facts: the same here.
         meter.create_observable_gauge(spec.BUILD.name + "_info", [self._build], description=spec.BUILD.help)
 
@@ -117,6 +120,9 @@ class OtlpMetrics:
 
     def health_transition(self, to: str, reason_class: str) -> None:
         self._transitions.add(1, {"to": to, "reason": reason_class})
+
+    def health_checks_degraded(self, source: str, degraded: bool) -> None:
+        self._degraded.set(1 if degraded else 0, {"source": source})
 
     def inventory(self, resource_name: str, inventory: Inventory) -> None:
         healthy = inventory.healthy_count

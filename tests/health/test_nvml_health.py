@@ -1,20 +1,40 @@
-"""The NVML health loop against a fake NVML: events, probes, hangs, recovery, shutdown."""
+"""The NVML health loop against a fake NVML: events, probes, hangs, recovery, shutdown.
+
+The fake's handles are ctypes pointers as pynvml's are (support/nvml_handles.py),
+so the loop meets pynvml's types here: the events thread of issue 13, which keyed
+a dict by handle and died of "unhashable type" at start, fails every event test.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
 
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.discovery.nvml import NvmlSession
-from gpu_device_plugin.health.nvml import ERROR_GPU_IS_LOST, ERROR_NOT_SUPPORTED, NvmlHealthSource
+from gpu_device_plugin.health.nvml import (
+    ERROR_GPU_IS_LOST,
+    ERROR_NOT_SUPPORTED,
+    WAIT_FAILURES_BEFORE_RESTART,
+    NvmlHealthSource,
+    handle_address,
+)
+from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
 from gpu_device_plugin.health.tracker import HealthTracker, Recovery, RecoveryPolicy
 from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
 from health.fake_nvml import FakeGpu, FakeNvml
+from support.waiting import eventually
+
+ERROR_UNKNOWN = 999
+# Restarts come fast in tests; the delays themselves are Backoff's to test.
+QUICK = Backoff(initial_s=0.01, cap_s=0.05, jitter=0)
+HEALTH_LOG = "gpu_device_plugin.health"
 
 UUIDS = ["GPU-a", "GPU-b", "GPU-c"]
 
@@ -24,6 +44,7 @@ class Loop:
     nvml: FakeNvml
     cell: SnapshotCell[Inventory]
     task: asyncio.Task[None]
+    status: HealthCheckStatus
 
     def health(self, uuid: str) -> tuple[Health, str]:
         device = self.cell.value.by_id[uuid]
@@ -33,6 +54,14 @@ class Loop:
         async def wait() -> None:
             async for _ in self.cell.watch():
                 if check():
+                    return
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def until_status(self, check: Callable[[dict[str, str]], bool], timeout: float = 3.0) -> None:
+        async def wait() -> None:
+            async for degraded in self.status.cell.watch():
+                if check(dict(degraded)):
                     return
 
         await asyncio.wait_for(wait(), timeout)
@@ -49,13 +78,27 @@ async def start_loop() -> AsyncIterator[Callable[..., Loop]]:
         mode: Recovery = Recovery.AUTO,
         probe_interval: float = 0.05,
         call_timeout: float = 1.0,
+        nvml: FakeNvml | None = None,
+        discovered: dict[str, str] | None = None,
     ) -> Loop:
-        nvml = FakeNvml(gpus or [FakeGpu(u) for u in UUIDS])
+        nvml = nvml or FakeNvml(gpus or [FakeGpu(u) for u in UUIDS])
+        # discovered: devices that discovery already found unhealthy, with the reason.
+        unhealthy = discovered or {}
         inventory = Inventory(
-            devices=tuple(Device(id=g.uuid, index=i, uuid=g.uuid) for i, g in enumerate(nvml.gpus)),
+            devices=tuple(
+                Device(
+                    id=g.uuid,
+                    index=i,
+                    uuid=g.uuid,
+                    health=Health.UNHEALTHY if g.uuid in unhealthy else Health.HEALTHY,
+                    health_reason=unhealthy.get(g.uuid, ""),
+                )
+                for i, g in enumerate(nvml.gpus)
+            ),
             backend="nvml",
         )
         cell = SnapshotCell(inventory)
+        status = HealthCheckStatus([NVML_EVENTS])
         source = NvmlHealthSource(
             session=NvmlSession(nvml),  # type: ignore[arg-type]
             cell=cell,
@@ -63,9 +106,11 @@ async def start_loop() -> AsyncIterator[Callable[..., Loop]]:
             probe_interval_s=probe_interval,
             call_timeout_s=call_timeout,
             event_wait_ms=50,
+            status=status,
+            restart_backoff=QUICK,
         )
         ready = asyncio.Event()
-        loop = Loop(nvml, cell, asyncio.create_task(source.run(ready=ready)))
+        loop = Loop(nvml, cell, asyncio.create_task(source.run(ready=ready)), status)
         loops.append(loop)
         await asyncio.wait_for(ready.wait(), 5)
         return loop
@@ -160,4 +205,93 @@ async def test_shutdown_stops_event_thread_and_frees_the_set(start_loop) -> None
     for thread in threads:
         await asyncio.to_thread(thread.join, 2)
         assert not thread.is_alive()
-    assert loop.nvml.freed
+    assert loop.nvml.freed_all
+
+
+def test_the_fake_hands_out_handles_as_pynvml_does() -> None:
+    # The premise of every test here: if the fake's handles were hashable or equal
+    # by value, the loop could key them and these tests would not see it.
+    nvml = FakeNvml([FakeGpu("GPU-a")])
+    first, second = nvml.nvmlDeviceGetHandleByUUID("GPU-a"), nvml.nvmlDeviceGetHandleByUUID("GPU-a")
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(first)
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(nvml.nvmlEventSetCreate())
+    assert first != second, "two handles of one GPU are not equal, as two ctypes pointers are not"
+    assert handle_address(first) == handle_address(second) is not None
+
+
+async def test_an_event_names_its_gpu_by_address_even_when_the_gpu_answers_nothing(start_loop) -> None:
+    # XID 79: the GPU fell off the bus; asking it for its UUID fails, its address still names it.
+    loop = await start_loop([FakeGpu("GPU-a"), FakeGpu("GPU-b", uuid_error=ERROR_GPU_IS_LOST)])
+    loop.nvml.emit_xid("GPU-b", 79)
+    await loop.until(lambda: loop.health("GPU-b")[0] is Health.UNHEALTHY)
+    assert loop.health("GPU-b") == (Health.UNHEALTHY, "XID 79 (GPU has fallen off the bus)")
+    assert loop.health("GPU-a")[0] is Health.HEALTHY
+
+
+async def test_a_dead_events_thread_is_logged_degraded_and_restarted(
+    start_loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger=HEALTH_LOG)
+    loop = await start_loop()
+    assert loop.status.ok
+    loop.nvml.emit_xid("GPU-a", 79)
+    await loop.until(lambda: loop.health("GPU-a")[0] is Health.UNHEALTHY)
+
+    loop.nvml.crash_next_wait(RuntimeError("the bindings broke"))
+    await loop.until_status(lambda d: NVML_EVENTS in d)
+    assert loop.status.degraded[NVML_EVENTS] == "RuntimeError: the bindings broke"
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "nvml-events stopped: RuntimeError: the bindings broke" in record.getMessage()
+    assert record.exc_info is not None, "the traceback is logged"
+    # While it is down, devices keep their last known health.
+    assert loop.health("GPU-a")[0] is Health.UNHEALTHY
+    assert loop.health("GPU-b")[0] is Health.HEALTHY
+
+    # Restarted after the backoff: events flow again, and the degraded mark is gone.
+    await loop.until_status(lambda d: not d)
+    assert loop.nvml.created == 2
+    loop.nvml.emit_xid("GPU-c", 48)
+    await loop.until(lambda: loop.health("GPU-c")[0] is Health.UNHEALTHY)
+
+
+async def test_an_event_wait_that_keeps_failing_rebuilds_the_event_set(start_loop) -> None:
+    nvml = FakeNvml([FakeGpu(u) for u in UUIDS])
+    nvml.wait_errors.extend([ERROR_UNKNOWN] * WAIT_FAILURES_BEFORE_RESTART)
+    loop = await start_loop(nvml=nvml)
+    await loop.until_status(lambda d: NVML_EVENTS in d)
+    assert "failed 3 times in a row" in loop.status.degraded[NVML_EVENTS]
+    await loop.until_status(lambda d: not d)
+    loop.nvml.emit_xid("GPU-a", 79)
+    await loop.until(lambda: loop.health("GPU-a")[0] is Health.UNHEALTHY)
+    await eventually(lambda: nvml.freed >= 1, what="the broken event set freed")
+
+
+async def test_events_not_supported_is_a_fact_not_a_fault(start_loop) -> None:
+    nvml = FakeNvml([FakeGpu("GPU-a", probe_error=ERROR_GPU_IS_LOST), FakeGpu("GPU-b")])
+    nvml.create_error = ERROR_NOT_SUPPORTED
+    loop = await start_loop(nvml=nvml)
+    await loop.until(lambda: loop.health("GPU-a") == (Health.UNHEALTHY, "GPU is lost"))
+    assert loop.status.ok
+    assert nvml.created == 0
+
+
+async def test_an_event_set_that_cannot_be_made_is_degraded_and_retried(start_loop) -> None:
+    nvml = FakeNvml([FakeGpu(u) for u in UUIDS])
+    nvml.create_error = ERROR_UNKNOWN
+    loop = await start_loop(nvml=nvml)
+    await loop.until_status(lambda d: NVML_EVENTS in d)
+    nvml.create_error = None
+    await loop.until_status(lambda d: not d)
+    loop.nvml.emit_double_bit_ecc("GPU-b")
+    await loop.until(lambda: loop.health("GPU-b") == (Health.UNHEALTHY, "double-bit ECC error"))
+
+
+async def test_a_gpu_found_lost_at_discovery_waits_out_the_quiet_period(start_loop) -> None:
+    # Discovery said lost; the probes now answer. It comes back only after the quiet period.
+    loop = await start_loop(quiet=0.3, discovered={"GPU-b": "GPU is lost"})
+    assert loop.health("GPU-b") == (Health.UNHEALTHY, "GPU is lost")
+    started = asyncio.get_running_loop().time()
+    await loop.until(lambda: loop.health("GPU-b")[0] is Health.HEALTHY)
+    assert asyncio.get_running_loop().time() - started >= 0.25

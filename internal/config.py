@@ -76,8 +76,12 @@ class DiscoveryConfig:
     """Fake backend: this many identical healthy GPUs instead of a file."""
     fail_on_init_error: bool = True
     """NVML unusable at start: exit non-zero (True) or serve zero devices (False)."""
+    driver_root: Path = Path("/")
+    """Folder under which libnvidia-ml and the /dev/nvidia* nodes are found (NVIDIA's nvidiaDriverRoot)."""
 
     def __post_init__(self) -> None:
+        if not self.driver_root.is_absolute() or not self.driver_root.is_dir():
+            raise ConfigError("driver-root", f"{self.driver_root} is not an existing absolute folder")
         if self.kind is DiscoveryKind.FAKE:
             if (self.fake_config is None) == (self.fake_devices is None):
                 raise ConfigError(

@@ -125,6 +125,13 @@ def discovery_options(func: F) -> F:
                 default=True,
                 help="Exit when NVML cannot start; off: serve zero devices.",
             ),
+            env_option(
+                "--driver-root",
+                type=click.Path(path_type=Path),
+                default="/",
+                help="Folder under which libnvidia-ml and the /dev/nvidia* nodes are found "
+                "(a driver container's: /run/nvidia/driver); mount it at the same path in a pod.",
+            ),
         ]
     ):
         func = decorator(func)
@@ -132,7 +139,11 @@ def discovery_options(func: F) -> F:
 
 
 def discovery_config(
-    discovery: str, fake_config: Path | None, fake_devices: int | None, fail_on_init_error: bool
+    discovery: str,
+    fake_config: Path | None,
+    fake_devices: int | None,
+    fail_on_init_error: bool,
+    driver_root: Path = Path("/"),
 ) -> DiscoveryConfig:
     kind = DiscoveryKind(discovery)
     ctx = click.get_current_context(silent=True)
@@ -146,6 +157,7 @@ def discovery_config(
         fake_config=fake_config,
         fake_devices=fake_devices,
         fail_on_init_error=fail_on_init_error,
+        driver_root=driver_root,
     )
 
 
@@ -306,7 +318,11 @@ def serve(**flags: Any) -> None:
     def body() -> None:
         config = ServeConfig(
             discovery=discovery_config(
-                flags["discovery"], flags["fake_config"], flags["fake_devices"], flags["fail_on_init_error"]
+                flags["discovery"],
+                flags["fake_config"],
+                flags["fake_devices"],
+                flags["fail_on_init_error"],
+                flags["driver_root"],
             ),
             resource_name=flags["resource_name"],
             device_plugin_dir=flags["device_plugin_dir"],

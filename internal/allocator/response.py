@@ -43,6 +43,12 @@ class AllocateOptions:
 class DeviceNode:
     path: str
     permissions: str = "rw"
+    # Where the node is on the host, when not at `path` (a driver root's dev folder).
+    host_path: str = ""
+
+    @property
+    def host(self) -> str:
+        return self.host_path or self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,5 +89,8 @@ def container_allocation(
     nodes: tuple[DeviceNode, ...] = ()
     if options.pass_device_specs:
         paths = [p for d in devices for p in d.device_nodes] + list(inventory.control_nodes)
-        nodes = tuple(DeviceNode(p) for p in paths)
+        nodes = tuple(
+            DeviceNode(p, host_path="" if inventory.host_path(p) == p else inventory.host_path(p))
+            for p in paths
+        )
     return ContainerAllocation(envs=envs, device_nodes=nodes, cdi_devices=cdi, container_devices=named)

@@ -22,6 +22,20 @@ class Health(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class MigMode:
+    """A GPU's MIG mode now, and the one it takes at its next reset (NVML's current / pending)."""
+
+    current: bool
+    pending: bool
+
+    @property
+    def label(self) -> str:
+        if self.current == self.pending:
+            return "enabled" if self.current else "disabled"
+        return "disable pending" if self.current else "enable pending"
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     """One GPU as the plugin advertises it.
 
@@ -41,10 +55,13 @@ class Device:
     health: Health = Health.HEALTHY
     # Why the device is unhealthy (empty when healthy): surfaced in logs and probes.
     health_reason: str = ""
-    # Per-GPU device nodes on the host, e.g. ("/dev/nvidia3",).
+    # Per-GPU device nodes as the container sees them, e.g. ("/dev/nvidia3",); only
+    # nodes that exist. Inventory.host_path says where each is on the host.
     device_nodes: tuple[str, ...] = ()
     # Whether the GPU can be split into MIG instances; None: nobody could tell.
     mig_capable: bool | None = None
+    # MIG mode (current and pending); None: not MIG capable, or unknown.
+    mig_mode: MigMode | None = None
 
     @property
     def healthy(self) -> bool:
@@ -72,6 +89,9 @@ class Inventory:
     # Node-wide device nodes every GPU container needs (/dev/nvidiactl, ...),
     # only those that exist on this host.
     control_nodes: tuple[str, ...] = ()
+    # Where the /dev nodes named above are on the host: /dev, or the driver
+    # root's dev folder (discovery/driver_root.py).
+    dev_root: str = "/dev"
     # How the GPUs are linked to each other; None when nobody could tell.
     topology: Topology | None = None
     # Not part of equality: a cache derived from `devices`.
@@ -83,6 +103,12 @@ class Inventory:
     @property
     def by_id(self) -> Mapping[str, Device]:
         return self._by_id
+
+    def host_path(self, node: str) -> str:
+        """The host path of a device node named here by its container path (/dev/...)."""
+        if self.dev_root == "/dev" or not node.startswith("/dev/"):
+            return node
+        return self.dev_root.rstrip("/") + node.removeprefix("/dev")
 
     @cached_property
     def healthy_count(self) -> int:

@@ -22,7 +22,7 @@ def container_allocate_response(allocation: ContainerAllocation) -> pb.Container
     return pb.ContainerAllocateResponse(
         envs=allocation.envs,
         devices=[
-            pb.DeviceSpec(container_path=n.path, host_path=n.path, permissions=n.permissions)
+            pb.DeviceSpec(container_path=n.path, host_path=n.host, permissions=n.permissions)
             for n in allocation.device_nodes
         ],
         cdi_devices=[pb.CDIDevice(name=name) for name in allocation.cdi_devices],

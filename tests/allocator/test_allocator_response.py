@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gpu_device_plugin.allocator import (
@@ -120,3 +122,14 @@ def test_bad_requests_are_refused(ids: list[str], error: type[RequestError], phr
     assert type(caught.value) is error
     assert str(caught.value).startswith("devices_ids: ")
     assert phrase in str(caught.value)
+
+
+def test_device_specs_under_a_driver_root_name_the_host_path_and_the_usual_container_path() -> None:
+    rooted = replace(inventory(), dev_root="/run/nvidia/driver/dev")
+    allocation = container_allocation(rooted, [UUIDS[1]], AllocateOptions(pass_device_specs=True))
+    assert [(n.path, n.host) for n in allocation.device_nodes] == [
+        ("/dev/nvidia5", "/run/nvidia/driver/dev/nvidia5"),
+        ("/dev/nvidiactl", "/run/nvidia/driver/dev/nvidiactl"),
+        ("/dev/nvidia-uvm", "/run/nvidia/driver/dev/nvidia-uvm"),
+        ("/dev/nvidia-uvm-tools", "/run/nvidia/driver/dev/nvidia-uvm-tools"),
+    ]

@@ -73,6 +73,8 @@ FAKE = ("--discovery", "fake", "--fake-devices", "1")
         ),
         pytest.param(("--discovery", "fake", "--fake-devices", "-3"), "fake-devices", id="negative"),
         pytest.param((*FAKE, "--cdi-kind", "nvidia.com"), "cdi-kind", id="bad-cdi-kind"),
+        pytest.param(("--driver-root", "/no/such/driver/root"), "driver-root", id="missing-driver-root"),
+        pytest.param(("--driver-root", "run/nvidia/driver"), "driver-root", id="relative-driver-root"),
     ],
 )
 def test_serve_refuses_bad_configuration_with_exit_2(

@@ -113,3 +113,12 @@ def test_bad_cdi_kind_is_refused(kind: str) -> None:
 def test_config_error_message_starts_with_the_field() -> None:
     err = ConfigError("resource-name", "'bad' must be <domain>/<name>")
     assert str(err) == "resource-name: 'bad' must be <domain>/<name>"
+
+
+def test_a_driver_root_must_be_an_existing_absolute_folder(tmp_path: Path) -> None:
+    assert DiscoveryConfig(driver_root=tmp_path).driver_root == tmp_path
+    for bad in (tmp_path / "missing", Path("relative"), tmp_path / "file"):
+        (tmp_path / "file").touch()
+        with pytest.raises(ConfigError) as caught:
+            DiscoveryConfig(driver_root=bad)
+        assert caught.value.field == "driver-root"

@@ -2,6 +2,8 @@
 
 It implements our own seam (`NvmlLibrary` in discovery/nvml.py), not pynvml's
 internals: tests hand it to `NvmlSession` the way production hands it pynvml.
+Handles are ctypes pointers as pynvml's are (support/nvml_handles.py): a new,
+unhashable object per call, so code that keys or compares them fails here too.
 """
 
 from __future__ import annotations
@@ -10,9 +12,18 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from support.nvml_handles import DeviceHandles
+
+GPU_IS_LOST = 15
+NOT_SUPPORTED = 3
+
 
 class NVMLError(Exception):
-    """Stands in for pynvml.NVMLError (whose str() is NVML's own message)."""
+    """Stands in for pynvml.NVMLError (whose str() is NVML's own message; `.value` its code)."""
+
+    def __init__(self, message: str, value: int = 999) -> None:
+        super().__init__(message)
+        self.value = value
 
 
 @dataclass
@@ -27,6 +38,10 @@ class FakeGpu:
     compute_capability: tuple[int, int] = (9, 0)
     # Names of NVML calls that raise NVMLError for this GPU, e.g. {"nvmlDeviceGetMemoryInfo"}.
     failing: frozenset[str] = frozenset()
+    # Every call but these answers NVML_ERROR_GPU_IS_LOST (NVML keeps the UUID of a lost GPU).
+    lost: bool = False
+    # nvmlDeviceGetMigMode's (current, pending); None: NOT_SUPPORTED (no MIG on this GPU).
+    mig_mode: tuple[int, int] | None = None
 
 
 @dataclass
@@ -42,17 +57,24 @@ class FakeNvml:
     has_numa_call: bool = True
     init_calls: int = 0
     shutdown_calls: int = 0
+    _handles: DeviceHandles = field(init=False)
 
     NVMLError = NVMLError
+
+    def __post_init__(self) -> None:
+        self._handles = DeviceHandles(len(self.gpus))
 
     def _system(self, call: str) -> None:
         if call in self.failing:
             raise NVMLError(f"{call}: Unknown Error")
 
-    def _device(self, handle: FakeGpu, call: str) -> FakeGpu:
-        if call in handle.failing:
-            raise NVMLError(f"{call}: Not Supported")
-        return handle
+    def _device(self, handle: Any, call: str) -> FakeGpu:
+        gpu = self.gpus[self._handles.index(handle)]
+        if call in gpu.failing:
+            raise NVMLError(f"{call}: Not Supported", NOT_SUPPORTED)
+        if gpu.lost and call not in ("nvmlDeviceGetHandleByIndex", "nvmlDeviceGetUUID"):
+            raise NVMLError("GPU is lost", GPU_IS_LOST)
+        return gpu
 
     def nvmlInit(self) -> None:
         self.init_calls += 1
@@ -74,30 +96,37 @@ class FakeNvml:
         self._system("nvmlDeviceGetCount")
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
-        gpu = self.gpus[index]
-        return self._device(gpu, "nvmlDeviceGetHandleByIndex")
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        handle = self._handles.handle(index)
+        self._device(handle, "nvmlDeviceGetHandleByIndex")
+        return handle
 
-    def nvmlDeviceGetUUID(self, handle: FakeGpu) -> str | bytes:
+    def nvmlDeviceGetUUID(self, handle: Any) -> str | bytes:
         return self._device(handle, "nvmlDeviceGetUUID").uuid
 
-    def nvmlDeviceGetName(self, handle: FakeGpu) -> str | bytes:
+    def nvmlDeviceGetName(self, handle: Any) -> str | bytes:
         return self._device(handle, "nvmlDeviceGetName").name
 
-    def nvmlDeviceGetMinorNumber(self, handle: FakeGpu) -> int:
+    def nvmlDeviceGetMinorNumber(self, handle: Any) -> int:
         return self._device(handle, "nvmlDeviceGetMinorNumber").minor
 
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> Any:
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
         total = self._device(handle, "nvmlDeviceGetMemoryInfo").memory_bytes
         return SimpleNamespace(total=total, free=total, used=0)
 
-    def nvmlDeviceGetPciInfo(self, handle: FakeGpu) -> Any:
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
         return SimpleNamespace(busId=self._device(handle, "nvmlDeviceGetPciInfo").bus_id)
 
-    def nvmlDeviceGetCudaComputeCapability(self, handle: FakeGpu) -> tuple[int, int]:
+    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
         return self._device(handle, "nvmlDeviceGetCudaComputeCapability").compute_capability
 
-    def _numa_node_id(self, handle: FakeGpu) -> int:
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+        mode = self._device(handle, "nvmlDeviceGetMigMode").mig_mode
+        if mode is None:
+            raise NVMLError("Not Supported", NOT_SUPPORTED)
+        return list(mode)
+
+    def _numa_node_id(self, handle: Any) -> int:
         return self._device(handle, "nvmlDeviceGetNumaNodeId").numa_node
 
     @property

@@ -9,6 +9,7 @@ import pytest
 from fake_nvml import FakeGpu, FakeNvml, NVMLError
 
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
+from gpu_device_plugin.discovery.driver_root import DriverRoot
 from gpu_device_plugin.discovery.factory import initial_inventory, make_backend
 from gpu_device_plugin.discovery.fake import FakeBackend
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
@@ -20,7 +21,7 @@ FACTORY_LOG = "gpu_device_plugin.discovery.factory"
 
 def broken_nvml(tmp_path: Path) -> NvmlBackend:
     lib = FakeNvml(init_error=NVMLError("Driver Not Loaded"))
-    return NvmlBackend(NvmlSession(lib), dev_root=tmp_path, sysfs_root=tmp_path)
+    return NvmlBackend(NvmlSession(lib), driver_root=DriverRoot(tmp_path), sysfs_root=tmp_path)
 
 
 def test_fail_on_init_error_reraises(tmp_path: Path) -> None:
@@ -47,13 +48,15 @@ def test_working_backend_is_discovered_and_logged(
     fail_on_init_error: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     lib = FakeNvml(gpus=[FakeGpu(uuid="GPU-a"), FakeGpu(uuid="GPU-b", minor=1)])
-    nvml = NvmlBackend(NvmlSession(lib), dev_root=tmp_path, sysfs_root=tmp_path)
+    nvml = NvmlBackend(NvmlSession(lib), driver_root=DriverRoot(tmp_path), sysfs_root=tmp_path)
     caplog.set_level(logging.INFO, logger=FACTORY_LOG)
 
     inventory = initial_inventory(nvml, fail_on_init_error=fail_on_init_error)
 
     assert [d.id for d in inventory.devices] == ["GPU-a", "GPU-b"]
-    assert caplog.messages == ["discovered 2 device(s) with the nvml backend (driver 550.54.15, CUDA 12.4)"]
+    assert [r.getMessage() for r in caplog.records if r.name == FACTORY_LOG] == [
+        "discovered 2 device(s) with the nvml backend (driver 550.54.15, CUDA 12.4)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from fake_nvml import FakeGpu, FakeNvml, NVMLError
+from fake_nvml import GPU_IS_LOST, FakeGpu, FakeNvml, NVMLError
 
+from gpu_device_plugin.discovery.driver_root import DriverRoot
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Health
@@ -32,7 +33,8 @@ def sysfs_root(tmp_path: Path) -> Path:
 
 
 def backend(lib: FakeNvml, dev_root: Path, sysfs_root: Path) -> NvmlBackend:
-    return NvmlBackend(NvmlSession(lib), dev_root=dev_root, sysfs_root=sysfs_root)
+    # dev_root is <driver root>/dev: the backend finds the nodes there.
+    return NvmlBackend(NvmlSession(lib), driver_root=DriverRoot(dev_root.parent), sysfs_root=sysfs_root)
 
 
 def two_gpus() -> list[FakeGpu]:
@@ -51,6 +53,8 @@ def two_gpus() -> list[FakeGpu]:
 
 
 def test_every_field_is_discovered(dev_root: Path, sysfs_root: Path) -> None:
+    for name in ("nvidia0", "nvidia3", "nvidiactl"):
+        (dev_root / name).touch()
     inventory = backend(FakeNvml(gpus=two_gpus()), dev_root, sysfs_root).discover()
 
     assert inventory.backend == "nvml"
@@ -61,7 +65,9 @@ def test_every_field_is_discovered(dev_root: Path, sysfs_root: Path) -> None:
     assert first.model == "NVIDIA H100 80GB HBM3"
     assert first.memory_mib == 81559
     assert first.minor == 0
-    assert first.device_nodes == (str(dev_root / "nvidia0"),)
+    # As the container sees it; the host path is under the driver root's dev folder.
+    assert first.device_nodes == ("/dev/nvidia0",)
+    assert inventory.host_path("/dev/nvidia0") == str(dev_root / "nvidia0")
     assert first.pci_bus_id == "0000:17:00.0"
     assert first.numa_node == 0
     assert first.compute_capability == (9, 0)
@@ -70,7 +76,7 @@ def test_every_field_is_discovered(dev_root: Path, sysfs_root: Path) -> None:
     assert second.model == "NVIDIA A100-SXM4-40GB"
     assert second.memory_mib == 40960
     assert second.minor == 3
-    assert second.device_nodes == (str(dev_root / "nvidia3"),)
+    assert second.device_nodes == ("/dev/nvidia3",)
     # sysfs names PCI devices with a 4-digit domain, in lower case.
     assert second.pci_bus_id == "0000:b1:00.0"
     assert second.numa_node == 1
@@ -123,7 +129,8 @@ def test_control_nodes_are_only_those_present(
 
     inventory = backend(FakeNvml(gpus=[FakeGpu(uuid=UUID_0)]), dev_root, sysfs_root).discover()
 
-    assert inventory.control_nodes == tuple(str(dev_root / name) for name in expected)
+    assert inventory.control_nodes == tuple(f"/dev/{name}" for name in expected)
+    assert [inventory.host_path(n) for n in inventory.control_nodes] == [str(dev_root / n) for n in expected]
 
 
 @pytest.mark.parametrize(
@@ -238,6 +245,8 @@ def test_optional_attribute_failure_keeps_the_device_and_warns(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({call}))]
+    for name in ("nvidia0", "nvidia1", "nvidiactl"):
+        (dev_root / name).touch()
     caplog.set_level(logging.WARNING, logger=NVML_LOG)
 
     inventory = backend(FakeNvml(gpus=gpus), dev_root, sysfs_root).discover()
@@ -254,7 +263,7 @@ def test_optional_attribute_failure_keeps_the_device_and_warns(
 def test_session_initialises_once_and_shuts_down_once(dev_root: Path, sysfs_root: Path) -> None:
     lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)])
     session = NvmlSession(lib)
-    nvml = NvmlBackend(session, dev_root=dev_root, sysfs_root=sysfs_root)
+    nvml = NvmlBackend(session, driver_root=DriverRoot(dev_root.parent), sysfs_root=sysfs_root)
 
     nvml.discover()
     nvml.discover()
@@ -280,3 +289,92 @@ def test_no_gpus_is_an_empty_inventory(dev_root: Path, sysfs_root: Path) -> None
     inventory = backend(FakeNvml(gpus=[]), dev_root, sysfs_root).discover()
     assert inventory.devices == ()
     assert inventory.driver_version == "550.54.15"
+
+
+def test_a_lost_gpu_is_unhealthy_with_the_reason_said_once(
+    dev_root: Path, sysfs_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, lost=True)]
+    caplog.set_level(logging.WARNING, logger=NVML_LOG)
+
+    inventory = backend(FakeNvml(gpus=gpus), dev_root, sysfs_root).discover()
+
+    healthy, lost = inventory.devices
+    assert (healthy.health, healthy.health_reason) == (Health.HEALTHY, "")
+    assert (lost.id, lost.health, lost.health_reason) == (UUID_1, Health.UNHEALTHY, "GPU is lost")
+    lost_lines = [m for m in caplog.messages if "is lost" in m]
+    assert lost_lines == [f"GPU 1 ({UUID_1}) is lost (NVML_ERROR_GPU_IS_LOST): advertised Unhealthy"]
+
+
+def test_a_lost_gpu_without_a_uuid_is_left_out_and_the_rest_served(
+    dev_root: Path, sysfs_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({"nvmlDeviceGetUUID"}))]
+    lib = FakeNvml(gpus=gpus)
+    # The UUID read fails with GPU_IS_LOST rather than another error.
+    original = lib.nvmlDeviceGetUUID
+
+    def uuid(handle: object) -> str | bytes:
+        try:
+            return original(handle)
+        except NVMLError as err:
+            raise NVMLError("GPU is lost", GPU_IS_LOST) from err
+
+    lib.nvmlDeviceGetUUID = uuid  # type: ignore[method-assign]
+
+    inventory = backend(lib, dev_root, sysfs_root).discover()
+
+    assert [d.id for d in inventory.devices] == [UUID_0]
+    assert any(r.levelno == logging.ERROR and "GPU 1 is lost" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("nvml_mode", "capable", "label", "warned"),
+    [
+        pytest.param(None, False, None, False, id="no-mig"),
+        pytest.param((0, 0), True, "disabled", False, id="disabled"),
+        pytest.param((1, 1), True, "enabled", True, id="enabled"),
+        pytest.param((0, 1), True, "enable pending", True, id="enable-pending"),
+        pytest.param((1, 0), True, "disable pending", True, id="disable-pending"),
+    ],
+)
+def test_mig_mode_is_discovered_and_a_mig_gpu_is_warned_about(
+    nvml_mode: tuple[int, int] | None,
+    capable: bool,
+    label: str | None,
+    warned: bool,
+    dev_root: Path,
+    sysfs_root: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=NVML_LOG)
+    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, mig_mode=nvml_mode)])
+
+    (device,) = backend(lib, dev_root, sysfs_root).discover().devices
+
+    assert device.mig_capable is capable
+    assert (device.mig_mode.label if device.mig_mode else None) == label
+    mig_lines = [m for m in caplog.messages if "MIG" in m]
+    if warned:
+        assert mig_lines == [
+            f"GPU 0 ({UUID_0}) has MIG mode {label}: it is advertised as a whole GPU "
+            "(MIG devices are not served yet)"
+        ]
+    else:
+        assert mig_lines == []
+
+
+def test_missing_device_nodes_are_left_out_and_named_in_one_warning(
+    dev_root: Path, sysfs_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (dev_root / "nvidia0").touch()  # nvidia3 and nvidiactl are missing
+    caplog.set_level(logging.WARNING, logger=NVML_LOG)
+
+    inventory = backend(FakeNvml(gpus=two_gpus()), dev_root, sysfs_root).discover()
+
+    assert [d.device_nodes for d in inventory.devices] == [("/dev/nvidia0",), ()]
+    assert inventory.control_nodes == ()
+    assert caplog.messages == [
+        f"device nodes not found: {dev_root / 'nvidia3'}, {dev_root / 'nvidiactl'}; "
+        "containers are not handed them (--pass-device-specs)"
+    ]

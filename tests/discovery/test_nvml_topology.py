@@ -1,12 +1,14 @@
 """Reading topology through NVML, against a small fake NVML of our own.
 
-The fake implements our seam (`NvmlLibrary`), topology calls included: per GPU
+The fake implements our seam (`NvmlLibrary`), topology calls included, with
+ctypes-pointer handles as pynvml's (support/nvml_handles.py): per GPU
 a list of NVLinks (remote bus id and device type, active or not), a table of
 common PCIe ancestors, and CPU masks. Faults are injected per GPU and per call.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from gpu_device_plugin.allocator import preferred_allocation, topology_policy
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.discovery.presets import DGX_1V_NVLINKS, preset_topology
 from gpu_device_plugin.inventory import Inventory, Link, PciePath
+from support.nvml_handles import DeviceHandles
 
 INVALID_ARGUMENT, NOT_SUPPORTED, GPU_IS_LOST = 2, 3, 15
 TYPE_GPU, TYPE_IBMNPU, TYPE_SWITCH = 0, 1, 2
@@ -68,6 +71,12 @@ class TopologyNvml:
     NVMLError = NVMLError
     NVML_NVLINK_MAX_LINKS = 18
 
+    def __post_init__(self) -> None:
+        self.handles = DeviceHandles(len(self.gpus))
+
+    def _i(self, handle: object) -> int:
+        return self.handles.index(handle)
+
     def __getattribute__(self, name: str) -> object:
         # Old bindings: the topology calls are not there at all.
         if name in TOPOLOGY_CALLS and not object.__getattribute__(self, "has_topology_calls"):
@@ -86,38 +95,38 @@ class TopologyNvml:
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
-        return index
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> object:
+        return self.handles.handle(index)
 
-    def nvmlDeviceGetUUID(self, handle: int) -> str:
-        return self.gpus[handle].uuid
+    def nvmlDeviceGetUUID(self, handle: object) -> str:
+        return self.gpus[self._i(handle)].uuid
 
-    def nvmlDeviceGetName(self, handle: int) -> str:
+    def nvmlDeviceGetName(self, handle: object) -> str:
         return "Tesla V100-SXM2-32GB"
 
-    def nvmlDeviceGetMinorNumber(self, handle: int) -> int:
-        return handle
+    def nvmlDeviceGetMinorNumber(self, handle: object) -> int:
+        return self._i(handle)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+    def nvmlDeviceGetMemoryInfo(self, handle: object) -> SimpleNamespace:
         return SimpleNamespace(total=32 << 30)
 
-    def nvmlDeviceGetPciInfo(self, handle: int) -> SimpleNamespace:
-        return SimpleNamespace(busId=self.gpus[handle].bus_id.encode())
+    def nvmlDeviceGetPciInfo(self, handle: object) -> SimpleNamespace:
+        return SimpleNamespace(busId=self.gpus[self._i(handle)].bus_id.encode())
 
-    def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> tuple[int, int]:
+    def nvmlDeviceGetCudaComputeCapability(self, handle: object) -> tuple[int, int]:
         return (7, 0)
 
-    def nvmlDeviceGetNumaNodeId(self, handle: int) -> int:
-        return self.gpus[handle].numa
+    def nvmlDeviceGetNumaNodeId(self, handle: object) -> int:
+        return self.gpus[self._i(handle)].numa
 
     # -- topology
-    def _gpu(self, handle: int, call: str) -> Gpu:
-        gpu = self.gpus[handle]
+    def _gpu(self, handle: object, call: str) -> Gpu:
+        gpu = self.gpus[self._i(handle)]
         if call in gpu.lost:
             raise NVMLError(GPU_IS_LOST)
         return gpu
 
-    def _link(self, handle: int, link: int, call: str) -> NvLink:
+    def _link(self, handle: object, link: int, call: str) -> NvLink:
         links = self._gpu(handle, call).nvlinks
         if links is None:
             raise NVMLError(NOT_SUPPORTED)
@@ -125,24 +134,25 @@ class TopologyNvml:
             raise NVMLError(INVALID_ARGUMENT)
         return links[link]
 
-    def nvmlDeviceGetTopologyCommonAncestor(self, device1: int, device2: int) -> int:
+    def nvmlDeviceGetTopologyCommonAncestor(self, device1: object, device2: object) -> int:
         self._gpu(device1, "nvmlDeviceGetTopologyCommonAncestor")
         self._gpu(device2, "nvmlDeviceGetTopologyCommonAncestor")
-        return self.ancestors[frozenset((device1, device2))]
+        return self.ancestors[frozenset((self._i(device1), self._i(device2)))]
 
-    def nvmlDeviceGetNvLinkState(self, device: int, link: int) -> int:
+    def nvmlDeviceGetNvLinkState(self, device: object, link: int) -> int:
         return int(self._link(device, link, "nvmlDeviceGetNvLinkState").active)
 
-    def nvmlDeviceGetNvLinkRemotePciInfo(self, device: int, link: int) -> SimpleNamespace:
+    def nvmlDeviceGetNvLinkRemotePciInfo(self, device: object, link: int) -> SimpleNamespace:
         return SimpleNamespace(busId=self._link(device, link, "nvmlDeviceGetNvLinkRemotePciInfo").remote_bus)
 
-    def nvmlDeviceGetNvLinkRemoteDeviceType(self, handle: int, link: int) -> int:
+    def nvmlDeviceGetNvLinkRemoteDeviceType(self, handle: object, link: int) -> int:
         if not self.has_remote_type:
             raise AttributeError("nvmlDeviceGetNvLinkRemoteDeviceType")
         return self._link(handle, link, "nvmlDeviceGetNvLinkRemoteDeviceType").remote_type
 
-    def nvmlDeviceGetCpuAffinity(self, handle: int, cpuSetSize: int) -> list[int]:
-        words = [0] * cpuSetSize
+    def nvmlDeviceGetCpuAffinity(self, handle: object, cpuSetSize: int) -> ctypes.Array[ctypes.c_ulonglong]:
+        # pynvml answers a ctypes array of 64-bit words, not a list.
+        words = (ctypes.c_ulonglong * cpuSetSize)()
         for cpu in self._gpu(handle, "nvmlDeviceGetCpuAffinity").cpus:
             words[cpu // 64] |= 1 << (cpu % 64)
         return words

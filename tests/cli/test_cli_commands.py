@@ -20,7 +20,7 @@ from gpu_device_plugin.cli.main import serve as serve_command
 from gpu_device_plugin.cli.render import inventory_json, inventory_table
 from gpu_device_plugin.config import DiscoveryKind, LogFormat, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
-from gpu_device_plugin.inventory import Device, Health, Inventory
+from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -420,8 +420,12 @@ def test_discover_json() -> None:
         "numa_node": 0,
         "compute_capability": "9.0",
         "health": "Healthy",
+        "health_reason": None,
+        "mig_capable": None,
+        "mig_mode": None,
         "device_nodes": [],
     }
+    assert report["dev_root"] == "/dev"
 
 
 def test_discover_table() -> None:
@@ -429,7 +433,7 @@ def test_discover_table() -> None:
 
     assert result.exit_code == 0, result.output
     header, *rows, summary = result.stdout.splitlines()
-    assert header.split() == ["IDX", "UUID", "MODEL", "MEMORY", "PCI", "NUMA", "CC", "HEALTH"]
+    assert header.split() == ["IDX", "UUID", "MODEL", "MEMORY", "PCI", "NUMA", "CC", "MIG", "HEALTH"]
     assert len(rows) == 3
     for index, row in enumerate(rows):
         assert row.startswith(f"{index}  ")
@@ -469,9 +473,61 @@ def test_table_shows_dashes_for_what_is_unknown() -> None:
 
     _header, row, summary = inventory_table(inventory).splitlines()
 
-    assert row.split() == ["0", "GPU-x", "unknown", "0", "MiB", "-", "-", "-", "Unhealthy"]
+    assert row.split() == ["0", "GPU-x", "-", "-", "-", "-", "-", "-", "Unhealthy"]
     assert summary == "1 device(s), backend nvml, driver n/a, CUDA n/a"
-    assert inventory_json(inventory)["devices"][0]["numa_node"] is None
+    device = inventory_json(inventory)["devices"][0]
+    assert (device["numa_node"], device["model"], device["memory_mib"]) == (None, None, None)
+
+
+def test_a_lost_gpu_shows_its_reason_and_mig_modes_show_in_both_outputs() -> None:
+    inventory = Inventory(
+        devices=(
+            Device(
+                id="GPU-a",
+                index=0,
+                uuid="GPU-a",
+                model="NVIDIA A100-SXM4-80GB",
+                memory_mib=81920,
+                mig_capable=True,
+                mig_mode=MigMode(current=True, pending=True),
+            ),
+            Device(
+                id="GPU-b",
+                index=1,
+                uuid="GPU-b",
+                mig_capable=True,
+                mig_mode=MigMode(current=False, pending=True),
+            ),
+            Device(id="GPU-c", index=2, uuid="GPU-c", health=Health.UNHEALTHY, health_reason="GPU is lost"),
+            Device(id="GPU-d", index=3, uuid="GPU-d", mig_capable=False),
+        ),
+        backend="nvml",
+    )
+
+    _header, *rows, _summary = inventory_table(inventory).splitlines()
+
+    assert "enabled" in rows[0]
+    assert rows[0].endswith("Healthy")
+    assert "enable pending" in rows[1]
+    assert rows[2].endswith("Unhealthy (GPU is lost)")
+    assert "unknown" not in rows[2]
+    assert "0 MiB" not in rows[2]
+    assert rows[3].split()[-2] == "n/a"
+    devices = inventory_json(inventory)["devices"]
+    assert devices[0]["mig_mode"] == {"current": "enabled", "pending": "enabled"}
+    assert devices[1]["mig_mode"] == {"current": "disabled", "pending": "enabled"}
+    assert (devices[2]["health"], devices[2]["health_reason"]) == ("Unhealthy", "GPU is lost")
+    assert (devices[3]["mig_capable"], devices[3]["mig_mode"]) == (False, None)
+
+
+def test_discover_with_a_driver_root_without_nvml_names_the_folders_and_exits_1(tmp_path: Path) -> None:
+    result = run("discover", "--driver-root", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"gpu-device-plugin: libnvidia-ml.so.1 not found under the driver root {tmp_path} (searched "
+    )
+    assert str(tmp_path / "usr/lib64") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_empty_inventory_table_is_header_and_summary() -> None:

@@ -426,7 +426,8 @@ def probe(
     timeout: float,
     serving_only: bool,
 ) -> None:
-    """Act as the kubelet against a running plugin; exit 0 only if all devices are healthy."""
+    """Act as the kubelet against a running plugin; exit 0 only if all devices are healthy
+    and health checking runs."""
     from gpu_device_plugin.cli.probe import run_probe
 
     def body() -> None:

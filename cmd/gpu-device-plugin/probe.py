@@ -8,7 +8,7 @@ import click
 import grpc
 
 from gpu_device_plugin.cli.oneline import one_line
-from gpu_device_plugin.server.client import PluginClient, find_plugin_socket
+from gpu_device_plugin.server.client import CHECKS_DEGRADED, PluginClient, find_plugin_socket
 from gpu_device_plugin.server.sockets import answers, our_sockets, socket_prefix
 
 
@@ -35,6 +35,15 @@ def not_found(plugin_dir: Path, resource_name: str) -> str:
     if found == 0:
         return f"{head} (looked for {pattern}: none there; is the plugin running, with this --resource-name?)"
     return f"{head} ({found} match {pattern}, none accepting connections: left by a plugin that was killed?)"
+
+
+_CHECKS_SAID = {
+    "ok": "health checks: running",
+    "degraded": "health checks: DEGRADED: a part has stopped and is being restarted; devices keep their "
+    "last known health (the plugin's log says why; metric gpu_device_plugin_health_checks_degraded)",
+    "off": "health checks: off",
+    "unknown": "health checks: unknown (the plugin does not serve grpc.health.v1)",
+}
 
 
 async def run_probe(
@@ -66,6 +75,8 @@ async def run_probe(
             for device in view.devices:
                 numa = ",".join(str(n.ID) for n in device.topology.nodes) or "-"
                 click.echo(f"device {device.ID} {device.health} numa={numa}")
+            checks = await client.health_checks()
+            click.echo(_CHECKS_SAID[checks], err=checks == CHECKS_DEGRADED)
             if preferred is not None:
                 healthy = [d.ID for d in view.devices if d.health == "Healthy"]
                 chosen = await client.preferred(healthy, [], preferred)
@@ -76,6 +87,9 @@ async def run_probe(
         return False
     if view.unhealthy:
         click.echo(f"unhealthy: {', '.join(view.unhealthy)}", err=True)
+        return serving_only
+    if checks == CHECKS_DEGRADED:
+        # Serving (liveness holds), but not everything is well: a plain probe says so.
         return serving_only
     click.echo(f"ok: {len(view.devices)} device(s), all healthy")
     return True

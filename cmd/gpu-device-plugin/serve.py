@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -18,8 +19,11 @@ from gpu_device_plugin.discovery.fake import FakeBackend
 from gpu_device_plugin.discovery.nvml import NvmlBackend
 from gpu_device_plugin.health.fakefile import follow_fake_file
 from gpu_device_plugin.health.nvml import NvmlHealthSource
+from gpu_device_plugin.health.status import FAKE_FILE, NVML_EVENTS, NVML_LOOP, HealthCheckStatus
+from gpu_device_plugin.health.supervise import Part, keep_running
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.server.health_service import HealthService
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import check_plugin_dir
 from gpu_device_plugin.server.supervisor import PluginSupervisor
@@ -90,6 +94,16 @@ async def _serve(
         preferred_policy=topology_policy,
         metrics=sink,
     )
+    status = HealthCheckStatus(metrics=sink, tracer=tracing.tracer)
+    health = health_source(backend, cell, config.health, metrics=sink, tracer=tracing.tracer, status=status)
+    if health is not None:
+        status.register(*health.sources)
+        # Supervised: a health loop that crashes is reported degraded and restarted,
+        # and never takes the device-plugin server down with it.
+        tasks["health"] = keep_running(health.sources[0], health.part, status)
+    health_service = HealthService(status if health is not None else None)
+    if health is not None:
+        tasks["health-status"] = health_service.follow()
     registered = asyncio.Event()
     supervisor = PluginSupervisor(
         service=service,
@@ -98,17 +112,23 @@ async def _serve(
         server_spans=tracing.server_spans,
         metrics=sink,
         on_registered=lambda _socket: registered.set(),
+        health=health_service.servicer,
     )
     tasks["plugin-server"] = supervisor.run()
-    health = health_source(backend, cell, config.health, metrics=sink, tracer=tracing.tracer)
-    if health is not None:
-        tasks["health"] = health
     if config.cluster.enabled:
         # Imported only when on: a plain `serve` never loads the kubernetes client.
         from gpu_device_plugin.cluster.tasks import cluster_tasks
 
         tasks.update(cluster_tasks(config.cluster, cell, not_before=registered))
     await run_root_tasks(tasks, stop=stop)
+
+
+@dataclass(frozen=True)
+class HealthSource:
+    """A health loop to run, and the names its parts report under (the loop's own first)."""
+
+    part: Part
+    sources: tuple[str, ...]
 
 
 def health_source(
@@ -118,15 +138,21 @@ def health_source(
     *,
     metrics: MetricsSink = NULL_METRICS,
     tracer: trace.Tracer | None = None,
-) -> Coroutine[Any, Any, None] | None:
+    status: HealthCheckStatus | None = None,
+) -> HealthSource | None:
     """The health loop that fits the backend, or None when there is nothing to watch."""
     if not config.enabled:
         log.info("health checks are off (--health-checks %s): devices stay as discovered", config.checks)
         return None
     if isinstance(backend, FakeBackend) and backend.config_path is not None:
-        return follow_fake_file(backend.config_path, cell, xids=config.xids, metrics=metrics, tracer=tracer)
+        path = backend.config_path
+
+        def follow(ready: asyncio.Event) -> Coroutine[Any, Any, None]:
+            return follow_fake_file(path, cell, xids=config.xids, ready=ready, metrics=metrics, tracer=tracer)
+
+        return HealthSource(follow, (FAKE_FILE,))
     if isinstance(backend, NvmlBackend) and cell.value.devices:
-        return NvmlHealthSource(
+        source = NvmlHealthSource(
             session=backend.session,
             cell=cell,
             tracker=HealthTracker(config.recovery),
@@ -134,5 +160,7 @@ def health_source(
             probe_interval_s=config.probe_interval_s,
             metrics=metrics,
             tracer=tracer or trace.NoOpTracer(),
-        ).run()
+            status=status,
+        )
+        return HealthSource(source.run, (NVML_LOOP, NVML_EVENTS))
     return None

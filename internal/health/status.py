@@ -44,18 +44,23 @@ class HealthCheckStatus:
 
     def __init__(
         self,
-        sources: Iterable[str],
+        sources: Iterable[str] = (),
         *,
         metrics: MetricsSink = NULL_METRICS,
         tracer: trace.Tracer = _NO_TRACER,
     ) -> None:
-        self.sources = tuple(sources)
+        self.sources: tuple[str, ...] = ()
         self.cell: SnapshotCell[Degraded] = SnapshotCell(())
         self._metrics = metrics
         self._tracer = tracer
-        # Each wired part shows 0 from the start, so "== 1" alerts see a series at once.
-        for source in self.sources:
-            metrics.health_checks_degraded(source, False)
+        self.register(*sources)
+
+    def register(self, *sources: str) -> None:
+        """Parts that will report here: each shows 0 from the start, so "== 1" alerts see a series."""
+        for source in sources:
+            if source not in self.sources:
+                self.sources += (source,)
+                self._metrics.health_checks_degraded(source, False)
 
     @property
     def degraded(self) -> Mapping[str, str]:

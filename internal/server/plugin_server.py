@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 from opentelemetry import trace
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
@@ -22,12 +23,16 @@ class PluginServer:
         service: pb_grpc.DevicePluginServicer,
         socket_path: Path,
         server_spans: trace.Tracer | None = None,
+        health: health_pb2_grpc.HealthServicer | None = None,
     ) -> None:
         self.socket_path = socket_path
         # No interceptor at all when tracing is off: every call would go through it.
         interceptors = [] if server_spans is None else [RpcSpans(server_spans)]
         self._server = grpc.aio.server(interceptors=interceptors)
         pb_grpc.add_DevicePluginServicer_to_server(service, self._server)
+        if health is not None:
+            # grpc.health.v1 beside the device-plugin API (server/health_service.py).
+            health_pb2_grpc.add_HealthServicer_to_server(health, self._server)
         self._server.add_insecure_port(f"unix://{socket_path}")
 
     async def start(self, *, self_check_timeout: float = 2.0) -> None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -51,6 +52,8 @@ class PluginSupervisor:
     # Called with each generation's socket path once registered (tests, demo).
     on_registered: Callable[[Path], None] | None = None
     metrics: MetricsSink = NULL_METRICS
+    # grpc.health.v1 servicer served on every generation's socket (health_service.py).
+    health: Any = None
     generation: int = field(default=0, init=False)
     current_socket: Path | None = field(default=None, init=False)
 
@@ -83,7 +86,7 @@ class PluginSupervisor:
     async def _run_generation(self, watcher: FolderWatch, cause: otel_context.Context | None) -> str:
         self.generation += 1
         path = self.plugin_dir / fresh_socket_name(self.service.resource_name, self.generation)
-        server = PluginServer(self.service, path, self.server_spans)
+        server = PluginServer(self.service, path, self.server_spans, self.health)
         registering: asyncio.Task[None] | None = None
         try:
             await server.start()

@@ -26,8 +26,13 @@ class MigNvml(FakeNvml):
     # Per UUID: "enabled", "disabled", "unsupported" or "error".
     mig: dict[str, str] = field(default_factory=dict)
 
-    def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> tuple[int, int]:
-        mode = self.mig[str(handle.uuid)]
+    @property
+    def nvmlDeviceGetMigMode(self) -> Any:
+        return self._modes
+
+    def _modes(self, handle: Any) -> tuple[int, int]:
+        # Handles are ctypes pointers (as pynvml's): the fake finds the GPU behind one.
+        mode = self.mig[str(self._device(handle, "nvmlDeviceGetMigMode").uuid)]
         if mode == "unsupported":
             raise NotSupported("Not Supported")
         if mode == "error":
@@ -47,7 +52,7 @@ def test_nvml_reads_mig_capability_per_gpu() -> None:
 
 
 def test_bindings_without_the_call_leave_it_unknown() -> None:
-    assert discover(FakeNvml(gpus=[FakeGpu(uuid="GPU-a")])) == [None]
+    assert discover(FakeNvml(gpus=[FakeGpu(uuid="GPU-a")], has_mig_call=False)) == [None]
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,12 @@ NOT_SUPPORTED = 3
 class NVMLError(Exception):
     """Stands in for pynvml.NVMLError (whose str() is NVML's own message; `.value` its code)."""
 
-    def __init__(self, message: str, value: int = 999) -> None:
+    value = 999  # NVML_ERROR_UNKNOWN unless said otherwise
+
+    def __init__(self, message: str, value: int | None = None) -> None:
         super().__init__(message)
-        self.value = value
+        if value is not None:
+            self.value = value
 
 
 @dataclass
@@ -55,6 +58,8 @@ class FakeNvml:
     failing: frozenset[str] = frozenset()
     # Older bindings have no nvmlDeviceGetNumaNodeId at all.
     has_numa_call: bool = True
+    # Bindings older than MIG have no nvmlDeviceGetMigMode.
+    has_mig_call: bool = True
     init_calls: int = 0
     shutdown_calls: int = 0
     _handles: DeviceHandles = field(init=False)
@@ -120,7 +125,13 @@ class FakeNvml:
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
         return self._device(handle, "nvmlDeviceGetCudaComputeCapability").compute_capability
 
-    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+    @property
+    def nvmlDeviceGetMigMode(self) -> Any:
+        if not self.has_mig_call:
+            raise AttributeError("module 'pynvml' has no attribute 'nvmlDeviceGetMigMode'")
+        return self._mig_mode
+
+    def _mig_mode(self, handle: Any) -> list[int]:
         mode = self._device(handle, "nvmlDeviceGetMigMode").mig_mode
         if mode is None:
             raise NVMLError("Not Supported", NOT_SUPPORTED)

@@ -78,8 +78,9 @@ async def test_after_200_cancelled_streams_every_live_stream_hears_every_change(
 
 
 def _plugin_cell():  # type: ignore[no-untyped-def]
-    from gpu_device_plugin.inventory import SnapshotCell
+    from gpu_device_plugin.inventory import Inventory, SnapshotCell
 
-    cells = [o for o in gc.get_objects() if isinstance(o, SnapshotCell)]
+    # The inventory's cell (the health-check status has a cell of its own).
+    cells = [o for o in gc.get_objects() if isinstance(o, SnapshotCell) and isinstance(o.value, Inventory)]
     assert len(cells) == 1
     return cells[0]

@@ -6,9 +6,18 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.health import fakefile
+from gpu_device_plugin.server.client import CHECKS_DEGRADED, CHECKS_OK, PluginClient
+from gpu_device_plugin.telemetry.metrics import Metrics
 from support.fakegpus import write_fake_config
 from support.kubelet import KubeletSim
+from support.scrape import scrape, value
+from support.waiting import eventually
+
+DEGRADED_GAUGE = "gpu_device_plugin_health_checks_degraded"
 
 
 async def run_cli(*args: str) -> tuple[int, str]:
@@ -43,6 +52,57 @@ async def test_probe_passes_when_healthy_and_fails_when_not(
     code, out = await run_cli("probe", "--device-plugin-dir", folder, "--serving-only")
     assert code == 0, out
     assert f"unhealthy: {fake_uuid(2)}" in out
+
+
+async def until_checks(socket: Path, wanted: str, timeout: float = 10.0) -> None:
+    """Ask the plugin's grpc.health.v1 service until it answers `wanted` (a restart takes a backoff)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with PluginClient(socket) as client:
+        while (said := await client.health_checks()) != wanted:
+            assert loop.time() < deadline, f"health checks still {said!r}, not {wanted!r}"
+            await asyncio.sleep(0.01)
+
+
+async def test_probe_and_metrics_show_degraded_health_checks_until_they_run_again(
+    kubelet: KubeletSim, fake_config: Path, start_plugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = [True]
+    reread = fakefile.reread
+
+    def failing_reread(*args: object, **kwargs: object) -> None:
+        if broken[0]:
+            raise RuntimeError("the fake file watch broke")
+        reread(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fakefile, "reread", failing_reread)
+    metrics = Metrics()
+    start_plugin(fake_config, metrics=metrics, metrics_address="127.0.0.1:0")
+    registration = await kubelet.wait_registered()
+    socket = kubelet.folder / registration.request.endpoint
+    folder = str(kubelet.folder)
+
+    await until_checks(socket, CHECKS_DEGRADED)
+    await asyncio.wait_for(metrics.listening.wait(), 5)
+    assert metrics.url is not None
+    assert value(await scrape(metrics.url), DEGRADED_GAUGE, source="fake-file") == 1
+    code, out = await run_cli("probe", "--device-plugin-dir", folder)
+    assert code == 1, out
+    assert "health checks: DEGRADED" in out
+    # Still serving: a liveness probe holds (restarting the plugin is the loop's own job).
+    code, out = await run_cli("probe", "--device-plugin-dir", folder, "--serving-only")
+    assert code == 0, out
+    assert all(d.health == "Healthy" for d in registration.latest.devices), "last known health kept"
+
+    broken[0] = False
+    await until_checks(socket, CHECKS_OK)
+    await eventually(
+        lambda: metrics.registry.get_sample_value(DEGRADED_GAUGE, {"source": "fake-file"}) == 0,
+        what="the gauge back at 0",
+    )
+    code, out = await run_cli("probe", "--device-plugin-dir", folder)
+    assert code == 0, out
+    assert "health checks: running" in out
 
 
 async def test_serving_only_probe_still_fails_when_nothing_answers(plugin_dir: Path) -> None:

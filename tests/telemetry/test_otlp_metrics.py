@@ -110,6 +110,9 @@ async def test_otlp_carries_the_same_numbers_as_the_prometheus_endpoint(
         labels = {"resource": "example.com/gpu", "health": health}
         assert latest_value(points, P + "devices", **labels) == value(samples, P + "devices", **labels)
     assert latest_value(points, P + "devices", resource="example.com/gpu", health="Healthy") == 3
+    degraded = {"source": "fake-file"}
+    assert latest_value(points, P + "health_checks_degraded", **degraded) == 0
+    assert value(samples, P + "health_checks_degraded", **degraded) == 0
 
     duration = latest(points, P + "rpc_duration_seconds", method="Allocate")
     assert duration is not None

@@ -102,6 +102,40 @@ def test_nvml_without_a_gpu_exits_1_with_one_clear_line(command: str, short_dir:
     assert list(short_dir.iterdir()) == []  # nothing served
 
 
+def test_the_library_under_the_driver_root_is_the_one_pynvml_loads(command: str, tmp_path: Path) -> None:
+    # Any ELF library stands in: pynvml loads it, then finds no NVML symbol in it. That
+    # "Function Not Found" (not "Shared Library Not Found") proves the file under the
+    # root is what the real bindings opened.
+    libm = next(
+        (
+            p.resolve()
+            for p in (
+                Path(d) / "libm.so.6"
+                for d in (
+                    "/lib/x86_64-linux-gnu",
+                    "/lib64",
+                    "/usr/lib/x86_64-linux-gnu",
+                    "/lib/aarch64-linux-gnu",
+                    "/usr/lib64",
+                )
+            )
+            if p.exists()
+        ),
+        None,
+    )
+    if libm is None:
+        pytest.skip("no libm.so.6 in the usual folders")
+    folder = tmp_path / "usr/lib64"
+    folder.mkdir(parents=True)
+    # A copy: an absolute link would point into the root, where libm is not.
+    shutil.copy(libm, folder / "libnvidia-ml.so.1")
+
+    result = run(command, "discover", "--driver-root", str(tmp_path))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "gpu-device-plugin: NVML could not be initialised: Function Not Found"
+
+
 class LineReader:
     """Collects a process's stderr lines on a thread, so the test can wait for one."""
 

@@ -28,6 +28,7 @@ from gpu_device_plugin.discovery.nvml_topology import read_topology
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
 from gpu_device_plugin.inventory.model import sorted_devices
+from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ T = TypeVar("T")
 _NVML_ERROR_NOT_SUPPORTED = 3
 _NVML_ERROR_GPU_IS_LOST = 15
 _NVML_DEVICE_MIG_ENABLE = 1
-LOST_REASON = "GPU is lost"
+LOST_REASON = HealthReason("GPU is lost", ReasonCode.GPU_LOST)
 
 
 class NvmlLibrary(Protocol):

@@ -12,6 +12,7 @@ from gpu_device_plugin.discovery.driver_root import DriverRoot
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Health
+from gpu_device_plugin.inventory.reasons import ReasonCode, code_of
 
 UUID_0 = "GPU-11111111-2222-3333-4444-555555555555"
 UUID_1 = "GPU-66666666-7777-8888-9999-aaaaaaaaaaaa"
@@ -302,6 +303,7 @@ def test_a_lost_gpu_is_unhealthy_with_the_reason_said_once(
     healthy, lost = inventory.devices
     assert (healthy.health, healthy.health_reason) == (Health.HEALTHY, "")
     assert (lost.id, lost.health, lost.health_reason) == (UUID_1, Health.UNHEALTHY, "GPU is lost")
+    assert code_of(lost.health_reason) is ReasonCode.GPU_LOST, "the metric label is gpu_lost"
     lost_lines = [m for m in caplog.messages if "is lost" in m]
     assert lost_lines == [f"GPU 1 ({UUID_1}) is lost (NVML_ERROR_GPU_IS_LOST): advertised Unhealthy"]
 

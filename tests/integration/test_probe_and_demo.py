@@ -68,14 +68,14 @@ async def test_probe_and_metrics_show_degraded_health_checks_until_they_run_agai
     kubelet: KubeletSim, fake_config: Path, start_plugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = [True]
-    reread = fakefile.reread
+    reread = fakefile.FakeFileReader.reread
 
-    def failing_reread(*args: object, **kwargs: object) -> None:
+    def failing_reread(self: fakefile.FakeFileReader) -> None:
         if broken[0]:
             raise RuntimeError("the fake file watch broke")
-        reread(*args, **kwargs)  # type: ignore[arg-type]
+        reread(self)
 
-    monkeypatch.setattr(fakefile, "reread", failing_reread)
+    monkeypatch.setattr(fakefile.FakeFileReader, "reread", failing_reread)
     metrics = Metrics()
     start_plugin(fake_config, metrics=metrics, metrics_address="127.0.0.1:0")
     registration = await kubelet.wait_registered()

@@ -42,6 +42,8 @@ def inventory_json(inventory: Inventory) -> dict[str, Any]:
         "cuda_version": inventory.cuda_version,
         "control_nodes": list(inventory.control_nodes),
         "dev_root": inventory.dev_root,
+        # Counted by the driver, not identifiable, so not served (a GPU lost before start).
+        "unidentified": [{"index": i, "reason": why} for i, why in inventory.unidentified],
         "devices": [
             {
                 "id": d.id,
@@ -82,6 +84,9 @@ def inventory_table(inventory: Inventory) -> str:
         )
         for d in inventory.devices
     ]
+    for index, why in inventory.unidentified:
+        rows.append((str(index), "-", "-", "-", "-", "-", "-", "-", f"not served ({why})"))
+    rows.sort(key=lambda r: int(r[0]))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

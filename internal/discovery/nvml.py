@@ -175,7 +175,10 @@ class NvmlBackend:
             raise DiscoveryError(f"NVML could not list devices: {err}") from err
         dev = self.driver_root.dev
         missing: list[str] = []
-        devices = [d for d in (self._device(lib, index, dev, missing) for index in range(count)) if d]
+        unidentified: list[tuple[int, str]] = []
+        devices = [
+            d for d in (self._device(lib, index, dev, missing, unidentified) for index in range(count)) if d
+        ]
         control = [n for n in CONTROL_NODES if (dev / n).exists()]
         if devices and REQUIRED_CONTROL_NODE not in control:
             missing.append(str(dev / REQUIRED_CONTROL_NODE))
@@ -196,9 +199,17 @@ class NvmlBackend:
             cuda_version=cuda,
             control_nodes=tuple(f"/dev/{n}" for n in control),
             dev_root=str(dev),
+            unidentified=tuple(unidentified),
         )
 
-    def _device(self, lib: NvmlLibrary, index: int, dev: Path, missing: list[str]) -> Device | None:
+    def _device(
+        self,
+        lib: NvmlLibrary,
+        index: int,
+        dev: Path,
+        missing: list[str],
+        unidentified: list[tuple[int, str]],
+    ) -> Device | None:
         try:
             handle = lib.nvmlDeviceGetHandleByIndex(index)
             uuid = _text(lib.nvmlDeviceGetUUID(handle))
@@ -206,6 +217,7 @@ class NvmlBackend:
             if _code(err) == _NVML_ERROR_GPU_IS_LOST:
                 # Without a UUID there is no id to advertise it under; the others still serve.
                 log.error("GPU %d is lost and cannot be identified: not advertised (%s)", index, err)
+                unidentified.append((index, str(LOST_REASON)))
                 return None
             raise DiscoveryError(f"GPU {index}: NVML cannot identify it: {err}") from err
         # Beyond the UUID every attribute is optional: a device that cannot tell

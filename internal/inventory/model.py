@@ -92,6 +92,9 @@ class Inventory:
     # Where the /dev nodes named above are on the host: /dev, or the driver
     # root's dev folder (discovery/driver_root.py).
     dev_root: str = "/dev"
+    # GPUs the driver counts but that could not even be identified (no UUID, so
+    # no id to advertise them under), by index, with why: shown, never served.
+    unidentified: tuple[tuple[int, str], ...] = ()
     # How the GPUs are linked to each other; None when nobody could tell.
     topology: Topology | None = None
     # Not part of equality: a cache derived from `devices`.

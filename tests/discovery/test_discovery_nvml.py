@@ -327,6 +327,7 @@ def test_a_lost_gpu_without_a_uuid_is_left_out_and_the_rest_served(
     inventory = backend(lib, dev_root, sysfs_root).discover()
 
     assert [d.id for d in inventory.devices] == [UUID_0]
+    assert inventory.unidentified == ((1, "GPU is lost"),)
     assert any(r.levelno == logging.ERROR and "GPU 1 is lost" in r.getMessage() for r in caplog.records)
 
 

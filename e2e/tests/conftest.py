@@ -200,9 +200,9 @@ class Pods:
     prefix: str
     created: list[str] = field(default_factory=list)
 
-    def create(self, suffix: str, gpus: int) -> str:
+    def create(self, suffix: str, gpus: int, *, resource: str = support.RESOURCE) -> str:
         name = f"{self.prefix}-{suffix}"
-        self.core.create_namespaced_pod(self.namespace, support.gpu_pod(name, gpus))
+        self.core.create_namespaced_pod(self.namespace, support.gpu_pod(name, gpus, resource=resource))
         self.created.append(name)
         return name
 

@@ -213,6 +213,8 @@ class DaemonSetPlugin:
     rendered: list[dict[str, Any]]
     #: where stop() keeps the plugin pod's logs (its own and the previous container's).
     log: Path | None = None
+    #: the label selector of this DaemonSet's pods (a second DaemonSet beside the overlay's has its own).
+    selector: str = APP_LABEL
     started_at: float = 0.0
     restarts_seen: int = field(default=0, init=False)
 
@@ -309,7 +311,7 @@ class DaemonSetPlugin:
 
     def pod(self) -> client.V1Pod | None:
         pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=APP_LABEL, field_selector=f"spec.nodeName={self.node_name}"
+            self.namespace, label_selector=self.selector, field_selector=f"spec.nodeName={self.node_name}"
         ).items
         live = [p for p in pods if p.metadata.deletion_timestamp is None]
         return live[0] if live else None

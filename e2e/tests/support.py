@@ -98,14 +98,23 @@ def node_resource(
 
 
 def wait_node_resource(
-    core: client.CoreV1Api, node_name: str, expected: int, *, timeout: float, kind: str = "allocatable"
+    core: client.CoreV1Api,
+    node_name: str,
+    expected: int,
+    *,
+    timeout: float,
+    kind: str = "allocatable",
+    resource: str = RESOURCE,
 ) -> client.V1Node:
     return wait_for(
         core.list_node,
-        lambda node: node_resource(node, kind) == expected,
+        lambda node: node_resource(node, kind, resource) == expected,
         timeout=timeout,
-        what=f"{kind}[{RESOURCE}] == {expected} on node {node_name}",
-        describe=lambda node: f"capacity={node_resource(node, 'capacity')} allocatable={node_resource(node)}",
+        what=f"{kind}[{resource}] == {expected} on node {node_name}",
+        describe=lambda node: (
+            f"capacity={node_resource(node, 'capacity', resource)} "
+            f"allocatable={node_resource(node, resource=resource)}"
+        ),
         field_selector=f"metadata.name={node_name}",
     )
 
@@ -199,9 +208,9 @@ def delete_pod(core: client.CoreV1Api, namespace: str, name: str, *, timeout: fl
 # ------------------------------------------------------------------------ pods
 
 
-def gpu_pod(name: str, gpus: int, *, image: str = WORKLOAD_IMAGE) -> client.V1Pod:
+def gpu_pod(name: str, gpus: int, *, image: str = WORKLOAD_IMAGE, resource: str = RESOURCE) -> client.V1Pod:
     """A hostNetwork pod that prints its NVIDIA_VISIBLE_DEVICES, then idles until told to stop."""
-    limits = {RESOURCE: str(gpus)} if gpus else {}
+    limits = {resource: str(gpus)} if gpus else {}
     script = "echo NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES; trap 'exit 0' TERM; sleep 3600 & wait"
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "gpu-dp-e2e"}),

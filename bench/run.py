@@ -35,7 +35,7 @@ from types import FrameType
 
 HERE = Path(__file__).resolve().parent
 #: The order of a full run: quick and basic first, the long ones last.
-ORDER = ("core", "health", "allocator", "tracing", "cluster", "metrics", "nvml_fake", "soak")
+ORDER = ("core", "health", "allocator", "tracing", "cluster", "metrics", "nvml", "nvml_fake", "soak")
 #: Too long for a full run (an hour by default): by name only.
 BY_NAME_ONLY = {"soak": "an hour by default; `task bench -- soak [--duration S]`"}
 # Modules the benches import; latency.py is the runner bench/metrics.py uses.

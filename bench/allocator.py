@@ -14,7 +14,7 @@ gRPC floor. Prints one JSON document.
 
 Targets (issue 4): p99 through gRPC <= 1 ms for 8 GPUs and <= 20 ms for 16.
 
-Usage: python bench/allocator.py [--out FILE] [--quick] [--presets dgx-1v,dgx-2]
+Usage: python -m gdp_bench.allocator [--out FILE] [--quick] [--presets dgx-1v,dgx-2]
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from common import emit, percentiles, progress, scratch_folder
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder
 from gpu_device_plugin.allocator import (
     AllocateOptions,
     PreferredPolicy,
@@ -118,7 +118,8 @@ async def with_server(folder: Path, preset: str, policy: str, body: Callable[[Pl
     socket = folder / f"{preset}-{policy}.sock"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        __file__,
+        "-m",
+        "gdp_bench.allocator",
         "--serve",
         preset,
         str(socket),

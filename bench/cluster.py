@@ -9,7 +9,7 @@
    command as a process, the list-and-build step in-process, and the same two
    lists read through the client's model objects, the road not taken.
 
-Usage: python bench/cluster.py [--out FILE] [--quick]
+Usage: python -m gdp_bench.cluster [--out FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -26,18 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import emit, percentiles, progress, scratch_folder, serve_argv
-from core import peak_rss_mib
 from kubernetes.client import CoreV1Api
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
+from gdp_bench.core import peak_rss_mib
 from gpu_device_plugin.cluster.kubeclient import list_all, user_client
 from gpu_device_plugin.cluster.report import DEFAULT_PLUGIN_SELECTOR, LIVE_PODS, build_report
 from gpu_device_plugin.cluster.selector import LabelSelector
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
-# The fake API server is the unit tests' (tests/support/fakeapi.py): one fake for both.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.fakeapi import FakeApiServer, node
+# The fake API server is the unit tests' (tests/testsupport/fakeapi.py): one fake for both.
+from testsupport.fakeapi import FakeApiServer, node
 
 NODE = "bench-node"
 DEVICES = 8

@@ -5,7 +5,7 @@ stand-in kubelet, over unix sockets, and prints one JSON document. A bare
 grpcio aio server answering Allocate with a constant is measured the same way,
 so the plugin's own cost per call can be read off as the difference.
 
-Usage: python bench/core.py [--out FILE] [--quick]
+Usage: python -m gdp_bench.core [--out FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, progress, scratch_folder, serve_argv
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
@@ -107,7 +107,7 @@ async def bare_grpc_baseline(folder: Path, ids: list[str], calls: int) -> dict[s
     """The floor: a grpcio aio server with a constant answer, in its own process like the plugin."""
     socket = folder / "bare.sock"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--bare-server", str(socket), stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "gdp_bench.core", "--bare-server", str(socket), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None

@@ -6,7 +6,7 @@
 2. file edit -> delivered: the real `serve` process on the fake backend; the
    file is rewritten and the time until the stream carries the change is taken.
 
-Usage: python bench/health.py [--out FILE] [--quick]
+Usage: python -m gdp_bench.health [--out FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, progress, scratch_folder
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder
 from gpu_device_plugin.allocator import AllocateOptions, in_order_policy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc

@@ -23,7 +23,7 @@ of each variant's p50/p99 relative to `off`, and each round's p50/p99.
 What tracing costs is measured as CPU time by bench/tracing.py: on a machine
 shared with other work, latency percentiles mostly measure the neighbours.
 
-Usage: python bench/latency.py [--out FILE] [--quick] [--rounds N] [--variants off,tracing]
+Usage: python -m gdp_bench.latency [--out FILE] [--quick] [--rounds N] [--variants off,tracing]
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, progress, scratch_folder, serve_argv
-from core import DEVICES, allocate_request, time_allocate  # bench/ is sys.path[0] as a script
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
+from gdp_bench.core import DEVICES, allocate_request, time_allocate
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
@@ -105,7 +105,7 @@ async def start_plugin(
 async def start_helper(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     """This file in another role, in its own process; returns it and its first line."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "gdp_bench.latency", *args, stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)

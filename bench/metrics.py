@@ -10,7 +10,7 @@ noise. A scrape renders in prometheus_client's own thread but holds the GIL
 while it does (about a millisecond), so a far faster loop (--scrape-interval
 0.05) does show at the p99 of back-to-back calls.
 
-Usage: python bench/metrics.py [--out FILE] [--quick] [--rounds N]
+Usage: python -m gdp_bench.metrics [--out FILE] [--quick] [--rounds N]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from common import emit  # bench/ is sys.path[0] when run as a script
-from latency import CASES, run
+from gdp_bench.common import emit
+from gdp_bench.latency import CASES, run
 
 VARIANTS = ("off", "metrics", "metrics_scraped", "metrics_otlp")
 

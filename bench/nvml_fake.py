@@ -8,7 +8,7 @@
    beforehand and renamed into place at the start of the clock.
 4. the CPU an idle event wait burns: thread CPU time over a 1 s wait that times out.
 
-Usage: python bench/nvml_fake.py [--out FILE] [--n N]
+Usage: python -m gdp_bench.nvml_fake [--out FILE] [--n N]
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ import argparse
 import contextlib
 import ctypes
 import os
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import emit, percentiles
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "hack"))
-from nvmlfake import LIBRARY, FakeDriver, build
-from nvmlfake.state import Event, render
+from gdp_bench.common import emit, percentiles
+from gdp_hack.nvmlfake import LIBRARY, FakeDriver, build
+from gdp_hack.nvmlfake.state import Event, render
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """The benchmark runner behind `task bench`: one bench by name, or all of them in order.
 
-    python bench/run.py [NAME ...] [--BENCH-OPTION ...]
-        NAME: a benchmark, bench/NAME.py; none: all of them (except the soak,
+    python -m gdp_bench.run [NAME ...] [--BENCH-OPTION ...]
+        NAME: a benchmark, the module gdp_bench.NAME (bench/NAME.py); none: all of them (except the soak,
         which is long and runs by name only). Options starting with `-` go to
         every bench run (`--quick`, `--duration 600`). Each writes
         bench/results/NAME.json. An unknown name exits 2 and lists the known ones.
-    python bench/run.py --list
+    python -m gdp_bench.run --list
 
 Each bench runs as its own process group with its own scratch root
 ($GDP_BENCH_SCRATCH and $TMPDIR, see common.py). The runner prints a line when a
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import os
+import pkgutil
 import shutil
 import signal
 import subprocess
@@ -42,7 +44,7 @@ BY_NAME_ONLY = {"soak": "an hour by default; `task bench -- soak [--duration S]`
 NOT_BENCHES = {"common", "latency", "run"}
 HEARTBEAT_S = 30.0
 #: Set by the Taskfile: stop (and clean up) when `task` itself is killed, within PARENT_CHECK_S.
-#: Not by default: `nohup python bench/run.py soak &` must outlive its shell.
+#: Not by default: `nohup python -m gdp_bench.run soak &` must outlive its shell.
 ENV_STOP_WITH_PARENT = "GDP_BENCH_STOP_WITH_PARENT"
 PARENT_CHECK_S = 1.0
 GRACE_S = 10.0
@@ -53,9 +55,11 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def known(bench_dir: Path) -> list[str]:
-    """Every bench in bench_dir: ORDER first, then any others alphabetically."""
-    found = {p.stem for p in bench_dir.glob("*.py") if p.stem not in NOT_BENCHES | {"__init__"}}
+def known(package: str) -> list[str]:
+    """Every bench module of package: ORDER first, then any others alphabetically."""
+    spec = importlib.util.find_spec(package)
+    folders = (spec.submodule_search_locations or []) if spec is not None else []
+    found = {m.name for m in pkgutil.iter_modules(folders) if m.name not in NOT_BENCHES | {"__main__"}}
     return [name for name in ORDER if name in found] + sorted(found - set(ORDER))
 
 
@@ -142,18 +146,16 @@ def run_one(
     *,
     number: int,
     total: int,
-    bench_dir: Path,
+    package: str,
     results: Path,
     options: Sequence[str],
     grace_s: float,
 ) -> int:
     out = results / f"{name}.json"
-    argv = [sys.executable, str(bench_dir / f"{name}.py"), "--out", str(out), *options]
+    argv = [sys.executable, "-m", f"{package}.{name}", "--out", str(out), *options]
     root = Path(tempfile.mkdtemp(prefix=f"gdp-bench-{name}-", dir="/tmp"))
     env = dict(os.environ)
     env.update(TMPDIR=str(root), GDP_BENCH_SCRATCH=str(root), GDP_BENCH_NAME=name)
-    # The benches import `common` from the real bench folder, wherever they are.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
     log(f"{number}/{total} {name}: started ({' '.join(argv[1:])})")
     started = time.monotonic()
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -190,16 +192,19 @@ def run_one(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gdp_bench.run", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--list", action="store_true", help="print the known benchmarks")
-    parser.add_argument("--bench-dir", type=Path, default=HERE, help=argparse.SUPPRESS)
+    # Another package of benches (the runner's tests use stand-ins).
+    parser.add_argument("--bench-package", default=__package__ or "gdp_bench", help=argparse.SUPPRESS)
     parser.add_argument("--results", type=Path, default=HERE / "results", help=argparse.SUPPRESS)
     parser.add_argument("--grace", type=float, default=GRACE_S, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     # Names first, then the benches' own options: `soak --duration 600` is one name.
     split = next((i for i, arg in enumerate(rest) if arg.startswith("-")), len(rest))
     args.names, options = rest[:split], rest[split:]
-    names_known = known(args.bench_dir)
+    names_known = known(args.bench_package)
     if args.list:
         print("\n".join(names_known))
         return 0
@@ -225,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name,
                 number=number,
                 total=len(chosen),
-                bench_dir=args.bench_dir,
+                package=args.bench_package,
                 results=args.results,
                 options=options,
                 grace_s=args.grace,

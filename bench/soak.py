@@ -22,7 +22,7 @@ refused although every device in it was healthy for more than 2 s, or accepted
 although one was unhealthy for more than 2 s. Calls cut off by a kubelet
 restart are counted apart (the kubelet admits nothing while it restarts).
 
-Usage: python bench/soak.py [--duration S] [--out FILE]   (Ctrl-C stops early, cleanly)
+Usage: python -m gdp_bench.soak [--duration S] [--out FILE]   (Ctrl-C stops early, cleanly)
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, progress, scratch_folder, serve_argv
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid

@@ -3,7 +3,7 @@ every span arrives, and serve exits in time, with the CPUs busy.
 
 The real `gpu-device-plugin serve` process (8 fake GPUs, stand-in kubelet, unix
 sockets) exports over OTLP/gRPC, with the SDK's default batching, to the real
-OTLP receiver of tests/support/otlp.py, running in this process.
+OTLP receiver of tests/testsupport/otlp.py, running in this process.
 - cpu: the serving process's own CPU time (utime + stime of all its threads,
   /proc/<pid>/stat) over --calls sequential Allocates, per call. One process
   per variant, all running at once and called in turn (one call to each, then
@@ -29,7 +29,7 @@ Each measure runs --rounds times (variants in rotating order) and every
 round's figure is kept: the machine is shared, and the spread is the honest
 error bar.
 
-Usage: python bench/tracing.py [--out FILE] [--quick] [--rounds N] [--instrumentation DIR]
+Usage: python -m gdp_bench.tracing [--out FILE] [--quick] [--rounds N] [--instrumentation DIR]
 """
 
 from __future__ import annotations
@@ -50,17 +50,16 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, progress, scratch_folder, serve_argv  # bench/ is sys.path[0] as a script
-from core import DEVICES, allocate_request
-from latency import peak_rss_mib
 
+from gdp_bench.common import emit, progress, scratch_folder, serve_argv
+from gdp_bench.core import DEVICES, allocate_request
+from gdp_bench.latency import peak_rss_mib
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 # The tests' OTLP receiver: the collector's own service definition, in process.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from support.otlp import OtlpReceiver, ReceivedSpan
+from testsupport.otlp import OtlpReceiver, ReceivedSpan
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -98,7 +97,7 @@ def plugin_argv(variant: str, config: Path, folder: Path) -> list[str]:
     if variant != "instrumentation":
         return argv
     # This file, patching the instrumentation's interceptor in, then the same CLI.
-    return [sys.executable, __file__, "--serve-instrumented", "--", *argv[3:]]
+    return [sys.executable, "-m", "gdp_bench.tracing", "--serve-instrumented", "--", *argv[3:]]
 
 
 async def calls_on(socket: Path, count: int, *, timeout: float) -> None:

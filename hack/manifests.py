@@ -1,9 +1,9 @@
 """Render the kustomize overlays, and check them against a real API server.
 
-    hack/manifests.py render [--out build/manifests]
+    python -m gdp_hack.manifests render [--out build/manifests]
         `kubectl kustomize` of every overlay under manifests/kustomize/overlays,
         written to <out>/<overlay>.yaml.
-    hack/manifests.py validate [--kubeconfig K] [--overlay NAME ...]
+    python -m gdp_hack.manifests validate [--kubeconfig K] [--overlay NAME ...]
         a server-side dry run (`kubectl apply --dry-run=server`) of every object of
         each overlay: the API server validates and admits them, nothing is stored.
 

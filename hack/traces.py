@@ -7,7 +7,7 @@ so a plugin with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 finds it;
 --free-ports picks free ones instead. It prints what to set for the plugin
 and where to read the traces.
 
-Usage: python hack/traces.py [--free-ports] [--logs DIR]
+Usage: python -m gdp_hack.traces [--free-ports] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the `cluster` package
-
-from cluster.build import PrerequisiteError
-from cluster.jaeger import Jaeger, jaeger_binary, jaeger_version
+from gdp_e2e.cluster.build import PrerequisiteError
+from gdp_e2e.cluster.jaeger import Jaeger, jaeger_binary, jaeger_version
 
 STANDARD_PORTS = {"otlp_grpc_port": 4317, "otlp_http_port": 4318, "query_port": 16686}
 

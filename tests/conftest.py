@@ -13,12 +13,12 @@ from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
 from gpu_device_plugin.telemetry.metrics import Metrics, MetricsSink
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.spans import SpanRecorder
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.spans import SpanRecorder
 
-# The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): tests/support/nvml_fake.py.
-pytest_plugins = ["support.nvml_fake"]
+# The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): tests/testsupport/nvml_fake.py.
+pytest_plugins = ["testsupport.nvml_fake"]
 
 FakeFile = Callable[..., None]
 

@@ -1,4 +1,4 @@
-"""Command line: `PYTHONPATH=e2e python -m cluster build|up|kubectl`.
+"""Command line: `python -m gdp_e2e.cluster build|up|kubectl`.
 
 build: build or find everything the cluster needs, and Jaeger (the suite's
        tracing backend; jaeger.py) (warms the cache; CI runs it before the
@@ -24,7 +24,7 @@ from .local import LocalCluster
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster")
+    parser = argparse.ArgumentParser(prog="python -m gdp_e2e.cluster")
     parser.add_argument("command", choices=("build", "up", "kubectl"))
     parser.add_argument("--pinned", action="store_true", help="kubectl: never one from PATH")
     args = parser.parse_args(argv)

@@ -24,31 +24,27 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import e2e_support
 import pytest
+from drivers import DaemonSetPlugin, HostProcessPlugin, KindNode, LocalNode, NodeControl, PluginDriver
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # e2e/, for the `cluster` package
-
-from cluster import build
-from cluster.jaeger import Jaeger, JaegerQuery, jaeger_binary
-from cluster.local import LocalCluster
-from drivers import DaemonSetPlugin, HostProcessPlugin, KindNode, LocalNode, NodeControl, PluginDriver
-
-import support
+from gdp_e2e.cluster import build
+from gdp_e2e.cluster.jaeger import Jaeger, JaegerQuery, jaeger_binary
+from gdp_e2e.cluster.local import LocalCluster
 
 ENV_KUBECONFIG = "E2E_KUBECONFIG"
 ENV_NODE = "E2E_NODE"
 ENV_PLUGIN = "E2E_PLUGIN"
 ENV_PLUGIN_IMAGE = "E2E_PLUGIN_IMAGE"
 ENV_KIND_NODE = "E2E_KIND_NODE"
-DEFAULT_PLUGIN_IMAGE = support.REPO_ROOT / "build" / "image" / "gpu-device-plugin.oci.tar"
+DEFAULT_PLUGIN_IMAGE = e2e_support.REPO_ROOT / "build" / "image" / "gpu-device-plugin.oci.tar"
 #: The plugin must make the node advertise its GPUs within this long of starting (issue 3).
 PLUGIN_START_SLO_S = 10.0
 
@@ -116,7 +112,7 @@ class PluginUnderTest:
     def set_health(self, uuid: str, healthy: bool) -> None:
         driver = self.require_driver()
         (self.unhealthy.discard if healthy else self.unhealthy.add)(uuid)
-        driver.write_config(support.fake_config(self.uuids, unhealthy=frozenset(self.unhealthy)))
+        driver.write_config(e2e_support.fake_config(self.uuids, unhealthy=frozenset(self.unhealthy)))
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +183,7 @@ def namespace(cluster: ClusterUnderTest) -> Iterator[str]:
             raise
     yield name
     for pod in cluster.core.list_namespaced_pod(name).items:
-        support.delete_pod(cluster.core, name, pod.metadata.name)
+        e2e_support.delete_pod(cluster.core, name, pod.metadata.name)
     cluster.core.delete_namespace(name)
 
 
@@ -200,22 +196,22 @@ class Pods:
     prefix: str
     created: list[str] = field(default_factory=list)
 
-    def create(self, suffix: str, gpus: int, *, resource: str = support.RESOURCE) -> str:
+    def create(self, suffix: str, gpus: int, *, resource: str = e2e_support.RESOURCE) -> str:
         name = f"{self.prefix}-{suffix}"
-        self.core.create_namespaced_pod(self.namespace, support.gpu_pod(name, gpus, resource=resource))
+        self.core.create_namespaced_pod(self.namespace, e2e_support.gpu_pod(name, gpus, resource=resource))
         self.created.append(name)
         return name
 
     def delete(self, name: str) -> None:
-        support.delete_pod(self.core, self.namespace, name)
+        e2e_support.delete_pod(self.core, self.namespace, name)
         if name in self.created:
             self.created.remove(name)
 
     def running(self, name: str, *, timeout: float = 60) -> client.V1Pod:
-        return support.wait_running(self.core, self.namespace, name, timeout=timeout)
+        return e2e_support.wait_running(self.core, self.namespace, name, timeout=timeout)
 
     def devices(self, name: str) -> list[str]:
-        return support.visible_devices(self.core, self.namespace, name)
+        return e2e_support.visible_devices(self.core, self.namespace, name)
 
 
 @pytest.fixture
@@ -239,7 +235,7 @@ def jaeger(cluster: ClusterUnderTest) -> Iterator[Jaeger]:
 def plugin(
     cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[PluginUnderTest]:
-    uuids = support.fake_uuids(8)
+    uuids = e2e_support.fake_uuids(8)
     traces: TracesUnderTest | None = None
     mode = plugin_mode()
     driver: PluginDriver
@@ -256,7 +252,7 @@ def plugin(
             log=cluster.local.log_path("gpu-device-plugin-pod") if cluster.local else None,
             rendered=DaemonSetPlugin.render(
                 cluster.kubectl,
-                support.fake_config(uuids),
+                e2e_support.fake_config(uuids),
                 local_api_port=cluster.local.ports["apiserver"] if cluster.local else None,
             ),
         )
@@ -265,14 +261,14 @@ def plugin(
             raise pytest.UsageError(f"{ENV_PLUGIN}=process needs the local cluster, not {ENV_KUBECONFIG}")
         folder = tmp_path_factory.mktemp("plugin")
         config_file = folder / "fake.yaml"
-        support.write_config(config_file, support.fake_config(uuids))
+        e2e_support.write_config(config_file, e2e_support.fake_config(uuids))
         backend: Jaeger = request.getfixturevalue("jaeger")
         traces = TracesUnderTest(
             service=f"gpu-device-plugin-e2e-{cluster.local.run_id}", query=backend.query(), since=time.time()
         )
         driver = HostProcessPlugin(
-            support.PluginProcess(
-                binary=support.plugin_binary(),
+            e2e_support.PluginProcess(
+                binary=e2e_support.plugin_binary(),
                 config=config_file,
                 device_plugin_dir=cluster.local.device_plugin_dir,
                 log=cluster.local.log_path("gpu-device-plugin"),
@@ -297,7 +293,7 @@ def plugin(
     under_test = PluginUnderTest(uuids=uuids, driver=driver, traces=traces)
     driver.start()
     try:
-        support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
+        e2e_support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
         # From the process's start (a DaemonSet: when its container was seen running).
         under_test.seconds_to_allocatable = time.monotonic() - driver.started_at
         yield under_test
@@ -311,10 +307,10 @@ def healthy_plugin(cluster: ClusterUnderTest, plugin: PluginUnderTest) -> Plugin
     if plugin.driver is not None:
         if plugin.unhealthy:
             plugin.unhealthy.clear()
-            plugin.driver.write_config(support.fake_config(plugin.uuids))
+            plugin.driver.write_config(e2e_support.fake_config(plugin.uuids))
         if not plugin.driver.running():
             plugin.driver.start()
-    support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
+    e2e_support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=60)
     return plugin
 
 

@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import e2e_support
 import pytest
 import yaml
+from e2e_support import RESOURCE
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
-import support
-from support import RESOURCE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND_OVERLAY = REPO_ROOT / "manifests" / "kustomize" / "overlays" / "kind"
@@ -154,7 +153,7 @@ class KindNode:
 class HostProcessPlugin:
     """`gpu-device-plugin serve` as a host process of the node."""
 
-    process: support.PluginProcess
+    process: e2e_support.PluginProcess
     started_at: float = 0.0
 
     @property
@@ -179,14 +178,14 @@ class HostProcessPlugin:
         return self.process.running()
 
     def write_config(self, config: dict[str, Any]) -> None:
-        support.write_config(self.process.config, config)
+        e2e_support.write_config(self.process.config, config)
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.process.binary), *args],
             capture_output=True,
             text=True,
-            env=support.plugin_env(),
+            env=e2e_support.plugin_env(),
             timeout=timeout,
             check=False,
         )
@@ -195,7 +194,7 @@ class HostProcessPlugin:
         broken = self.process.config.with_name(f"once-{secrets.token_hex(3)}.yaml")
         broken.write_text(text)
         try:
-            return support.run_plugin_once(
+            return e2e_support.run_plugin_once(
                 self.process.binary, broken, self.process.device_plugin_dir, timeout=timeout
             )
         finally:

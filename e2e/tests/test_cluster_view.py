@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import e2e_support
 import pytest
 from drivers import DaemonSetPlugin
+from e2e_support import RESOURCE
 from kubernetes import client, watch
 
-import support
 from conftest import ENV_KUBECONFIG, ClusterUnderTest, PluginUnderTest, Pods
-from support import RESOURCE
 
 PREFIX = os.environ.get("E2E_LABEL_PREFIX", "example.com/gpu.")
 #: Issue 8: the labels are on the node within this long of the plugin starting.
@@ -55,7 +55,7 @@ def test_labels_appear_within_10s_stale_ones_go_foreign_ones_stay(
     try:
         driver.kill()  # SIGKILL, then a fresh start (the kubelet restarts a DaemonSet's container)
         driver.start()
-        node = support.wait_for(
+        node = e2e_support.wait_for(
             cluster.core.list_node,
             lambda node: PREFIX + "count" in ours(node) and STALE not in ours(node),
             timeout=LABELS_SLO_S + 20,
@@ -70,7 +70,7 @@ def test_labels_appear_within_10s_stale_ones_go_foreign_ones_stay(
         assert labels[PREFIX + "memory"] == "81559"
         assert labels[PREFIX + "compute.major"] == "9"
         assert labels[PREFIX + "compute.minor"] == "0"
-        if support.TOPOLOGY_PRESET == "dgx-h100":
+        if e2e_support.TOPOLOGY_PRESET == "dgx-h100":
             assert labels[PREFIX + "interconnect"] == "nvswitch"
         assert PREFIX + "plugin.version" in labels
         assert node.metadata.labels[FOREIGN] == "keep-me"
@@ -120,7 +120,7 @@ def wait_event(
                 break
     finally:
         stream.stop()
-    raise support.WaitTimeout(f"no new {reason} Event on node {node_name} within {timeout:.0f} s")
+    raise e2e_support.WaitTimeout(f"no new {reason} Event on node {node_name} within {timeout:.0f} s")
 
 
 def existing_events(core: client.CoreV1Api, node_name: str) -> set[tuple[str, int]]:
@@ -179,9 +179,9 @@ def test_a_fault_and_its_recovery_are_events_on_the_node(
 
 def run_report(cluster: ClusterUnderTest, *args: str) -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
-        [str(support.plugin_binary()), "report", "--json", "--kubeconfig", kubeconfig(cluster),
+        [str(e2e_support.plugin_binary()), "report", "--json", "--kubeconfig", kubeconfig(cluster),
          "--resource-name", RESOURCE, "--label-prefix", PREFIX, *args],
-        capture_output=True, text=True, env=support.plugin_env(), timeout=60, check=False,
+        capture_output=True, text=True, env=e2e_support.plugin_env(), timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode in (0, 1), f"report failed ({result.returncode}): {result.stderr}"
     return result.returncode, json.loads(result.stdout)
@@ -200,7 +200,7 @@ def test_report_shows_the_right_numbers_while_a_pod_holds_two(
     pods.running(holder)
     victim = next(u for u in healthy_plugin.uuids if u not in pods.devices(holder))
     healthy_plugin.set_health(victim, healthy=False)
-    support.wait_node_resource(cluster.core, cluster.node_name, 7, timeout=30)
+    e2e_support.wait_node_resource(cluster.core, cluster.node_name, 7, timeout=30)
 
     code, data = run_report(cluster)
     assert code == 1, "one device is unhealthy"
@@ -213,7 +213,7 @@ def test_report_shows_the_right_numbers_while_a_pod_holds_two(
         assert [p["ready"] for p in entry["plugin_pods"]] == [True]
 
     healthy_plugin.set_health(victim, healthy=True)
-    support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=30)
+    e2e_support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=30)
     code, data = run_report(cluster)
     entry = node_entry(data, cluster.node_name)
     assert (entry["capacity"], entry["allocatable"], entry["unhealthy"], entry["in_use"]) == (8, 8, 0, 2)
@@ -222,9 +222,9 @@ def test_report_shows_the_right_numbers_while_a_pod_holds_two(
 
 def test_report_table_for_people(cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest) -> None:
     result = subprocess.run(
-        [str(support.plugin_binary()), "report", "--kubeconfig", kubeconfig(cluster),
+        [str(e2e_support.plugin_binary()), "report", "--kubeconfig", kubeconfig(cluster),
          "--resource-name", RESOURCE, "--label-prefix", PREFIX],
-        capture_output=True, text=True, env=support.plugin_env(), timeout=60, check=False,
+        capture_output=True, text=True, env=e2e_support.plugin_env(), timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(cluster.node_name + " "))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import time
 
+import e2e_support
 import pytest
 from drivers import PluginDriver
+from e2e_support import RESOURCE
 from kubernetes import client
 
-import support
 from conftest import PLUGIN_START_SLO_S, ClusterUnderTest, PluginUnderTest, Pods
-from support import RESOURCE
 
 
 def _assert_devices(devices: list[str], expected: int, plugin: PluginUnderTest) -> None:
@@ -30,8 +30,8 @@ def test_capacity_and_allocatable_within_10s_of_start(
     cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest
 ) -> None:
     node = cluster.core.read_node(cluster.node_name)
-    assert support.node_resource(node, "capacity") == 8
-    assert support.node_resource(node, "allocatable") == 8
+    assert e2e_support.node_resource(node, "capacity") == 8
+    assert e2e_support.node_resource(node, "allocatable") == 8
     if healthy_plugin.seconds_to_allocatable is not None:
         assert healthy_plugin.seconds_to_allocatable <= PLUGIN_START_SLO_S, (
             f"allocatable reached 8 only {healthy_plugin.seconds_to_allocatable:.1f} s after the start"
@@ -60,11 +60,11 @@ def test_eight_gpu_pod_waits_for_the_first_to_be_deleted(
     first = pods.create("first", gpus=2)
     pods.running(first)
     big = pods.create("eight", gpus=8)
-    pending = support.wait_pod(
-        core, namespace, big, lambda pod: support.unschedulable_reason(pod) is not None,
+    pending = e2e_support.wait_pod(
+        core, namespace, big, lambda pod: e2e_support.unschedulable_reason(pod) is not None,
         timeout=30, what="unschedulable",
     )  # fmt: skip
-    reason = support.unschedulable_reason(pending)
+    reason = e2e_support.unschedulable_reason(pending)
     assert f"Insufficient {RESOURCE}" in (reason or ""), reason
     assert core.read_namespaced_pod(big, namespace).status.phase == "Pending"
     pods.delete(first)
@@ -90,10 +90,10 @@ def test_unhealthy_device_drops_allocatable_and_recovers(
     healthy_plugin.require_driver()
     victim = healthy_plugin.uuids[3]
     healthy_plugin.set_health(victim, healthy=False)
-    node = support.wait_node_resource(cluster.core, cluster.node_name, 7, timeout=5)
-    assert support.node_resource(node, "capacity") == 8, "an unhealthy device still counts in capacity"
+    node = e2e_support.wait_node_resource(cluster.core, cluster.node_name, 7, timeout=5)
+    assert e2e_support.node_resource(node, "capacity") == 8, "an unhealthy device still counts in capacity"
     healthy_plugin.set_health(victim, healthy=True)
-    support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=5)
+    e2e_support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=5)
 
 
 def _survives(cluster: ClusterUnderTest, pods: Pods, plugin: PluginUnderTest, disrupt: str) -> None:
@@ -109,15 +109,15 @@ def _survives(cluster: ClusterUnderTest, pods: Pods, plugin: PluginUnderTest, di
         restarted_at = time.monotonic()
         registered_before = 0  # a new kubelet counts from zero
     else:
-        registered_before = support.registrations(cluster.kubelet_metrics())
+        registered_before = e2e_support.registrations(cluster.kubelet_metrics())
         driver.kill()
         driver.start()
         restarted_at = driver.started_at
 
     # Allocatable may still read 8 from before the disruption: first see the
     # kubelet take the new registration, then allocatable 8 from it.
-    support.wait_registered(cluster.kubelet_metrics, more_than=registered_before, timeout=10)
-    support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=10)
+    e2e_support.wait_registered(cluster.kubelet_metrics, more_than=registered_before, timeout=10)
+    e2e_support.wait_node_resource(cluster.core, cluster.node_name, 8, timeout=10)
     took = time.monotonic() - restarted_at
     assert took <= 10, f"allocatable back at 8 only {took:.1f} s after the {disrupt} restart"
     # Capacity counts the devices in use; allocatable too (it is per node, not free).
@@ -192,7 +192,7 @@ def test_two_gpu_pod_on_dgx_1v_gets_a_double_nvlinked_pair(
 ) -> None:
     """Issue 4: on the hybrid cube-mesh the kubelet takes our topology-aware answer."""
     driver = healthy_plugin.require_driver()
-    dgx_1v = support.fake_config(healthy_plugin.uuids) | {"topology": {"preset": "dgx-1v"}}
+    dgx_1v = e2e_support.fake_config(healthy_plugin.uuids) | {"topology": {"preset": "dgx-1v"}}
     index = {uuid: i for i, uuid in enumerate(healthy_plugin.uuids)}
     try:
         # The topology is part of the fake file: the running plugin picks it up live.
@@ -216,4 +216,4 @@ def test_two_gpu_pod_on_dgx_1v_gets_a_double_nvlinked_pair(
         _assert_devices(devices, 2, healthy_plugin)
         assert nvlinks(devices) == best, f"pod got {devices} with {nvlinks(devices)} NVLinks; best is {best}"
     finally:
-        driver.write_config(support.fake_config(healthy_plugin.uuids))
+        driver.write_config(e2e_support.fake_config(healthy_plugin.uuids))

@@ -17,17 +17,14 @@ everything created is deleted afterwards.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,26 +33,12 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from conftest import ClusterUnderTest
+from gdp_hack import manifests as hack
 from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS_NAMESPACE = "default"  # where the daemon posts its Node Events, as the kubelet does
 RBAC_KINDS = ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding")
-
-
-def _hack() -> ModuleType:
-    # hack/ is not a package, and `support` here is the e2e suite's own module.
-    name = "gpu_dp_hack_manifests"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "hack" / "manifests.py")
-        assert spec is not None
-        assert spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-hack = _hack()
 
 
 @pytest.fixture(scope="module")

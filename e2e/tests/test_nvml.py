@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import e2e_support
 import pytest
 from drivers import APP_LABEL, DaemonSetPlugin
 
-import support
 from conftest import ClusterUnderTest, PluginUnderTest, Pods, plugin_mode
-from nvmlfake import FakeDriver, build
+from gdp_hack.nvmlfake import FakeDriver, build
 
 NVML_RESOURCE = "example.com/nvml-gpu"
 PROFILE = "dgx1-v100"
@@ -50,7 +50,7 @@ class NvmlPlugin:
     uuids: list[str]
 
     def wait_allocatable(self, cluster: ClusterUnderTest, count: int, timeout: float) -> None:
-        support.wait_node_resource(
+        e2e_support.wait_node_resource(
             cluster.core, cluster.node_name, count, timeout=timeout, resource=NVML_RESOURCE
         )
 
@@ -60,7 +60,7 @@ class _HostProcess:
 
     def __init__(self, root: Path, plugin_dir: Path, log: Path) -> None:
         self.command = [
-            str(support.plugin_binary()), "serve",
+            str(e2e_support.plugin_binary()), "serve",
             "--discovery", "nvml", "--driver-root", str(root),
             "--device-plugin-dir", str(plugin_dir), "--resource-name", NVML_RESOURCE,
         ]  # fmt: skip
@@ -77,7 +77,7 @@ class _HostProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 # Nothing of the caller's driver set-up: the driver root alone must find the library.
-                env={k: v for k, v in support.plugin_env().items() if k != "LD_LIBRARY_PATH"}
+                env={k: v for k, v in e2e_support.plugin_env().items() if k != "LD_LIBRARY_PATH"}
                 | HEALTH_ENV
                 | {"OTEL_SDK_DISABLED": "true"},
                 start_new_session=True,
@@ -144,7 +144,7 @@ def nvml_plugin(
     if mode == "daemonset":
         rendered = DaemonSetPlugin.render(
             cluster.kubectl,
-            support.fake_config(support.fake_uuids(8)),
+            e2e_support.fake_config(e2e_support.fake_uuids(8)),
             local_api_port=local.ports["apiserver"],
         )
         daemonset = DaemonSetPlugin(
@@ -179,8 +179,8 @@ def healthy_nvml(cluster: ClusterUnderTest, nvml_plugin: NvmlPlugin) -> NvmlPlug
 
 def test_node_advertises_the_profiles_gpus(cluster: ClusterUnderTest, healthy_nvml: NvmlPlugin) -> None:
     node = cluster.core.read_node(cluster.node_name)
-    assert support.node_resource(node, "capacity", NVML_RESOURCE) == 8
-    assert support.node_resource(node, "allocatable", NVML_RESOURCE) == 8
+    assert e2e_support.node_resource(node, "capacity", NVML_RESOURCE) == 8
+    assert e2e_support.node_resource(node, "allocatable", NVML_RESOURCE) == 8
 
 
 def test_two_gpu_pod_gets_a_doubly_nvlinked_pair(pods: Pods, healthy_nvml: NvmlPlugin) -> None:
@@ -217,7 +217,7 @@ def test_application_xid_leaves_the_gpu_in_service(
     healthy_nvml.driver.inject_xid(6, 79)
     healthy_nvml.wait_allocatable(cluster, 7, timeout=5)
     node = cluster.core.read_node(cluster.node_name)
-    assert support.node_resource(node, "allocatable", NVML_RESOURCE) == 7
+    assert e2e_support.node_resource(node, "allocatable", NVML_RESOURCE) == 7
 
 
 def test_lost_gpu_leaves_allocatable_until_it_answers(

@@ -9,10 +9,10 @@ to answer "which GPUs did this pod get, and why those".
 from __future__ import annotations
 
 import pytest
-from cluster.jaeger import SPAN_KIND_SERVER, STATUS_ERROR, StoredSpan
+from e2e_support import RESOURCE
 
 from conftest import ClusterUnderTest, PluginUnderTest, Pods, TracesUnderTest
-from support import RESOURCE
+from gdp_e2e.cluster.jaeger import SPAN_KIND_SERVER, STATUS_ERROR, StoredSpan
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"

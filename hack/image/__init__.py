@@ -1,6 +1,6 @@
 """Builds the gpu-device-plugin container image reproducibly, on a machine with no registry.
 
-`PYTHONPATH=hack python -m image build|verify|base` (the `image` and
+`python -m gdp_hack.image build|verify|base` (the `image` and
 `image:verify` tasks). The parts, one job each:
 
 - debian: the two Debian bookworm bases (build and runtime) made with
@@ -15,14 +15,5 @@
 
 It uses the standard library only and needs root (debootstrap, buildkitd and
 runc do). The deterministic tar and OCI layout writer is shared with the e2e
-cluster (e2e/cluster/images.py), so e2e/ is put on the import path here.
+cluster (gdp_e2e.cluster.images).
 """
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_E2E = str(Path(__file__).resolve().parents[2] / "e2e")
-if _E2E not in sys.path:
-    sys.path.append(_E2E)

@@ -1,4 +1,4 @@
-"""Command line: `PYTHONPATH=hack python -m image build|verify|base|push` (needs root).
+"""Command line: `python -m gdp_hack.image build|verify|base|push` (needs root).
 
 build:  the image, into build/image/gpu-device-plugin.oci.tar (bases and BuildKit
         are made first when missing; later builds reuse BuildKit's cache).
@@ -20,7 +20,7 @@ from . import debian, paths, push, smoke, steps, tools
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m image", description=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(prog="python -m gdp_hack.image", description=__doc__.split("\n\n", 1)[1])
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="build the image archive")

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from cluster import cachefill
+from gdp_e2e.cluster import cachefill
 
 from . import debian, paths, tools
 

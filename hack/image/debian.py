@@ -39,8 +39,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster import cachefill
-from cluster import images as oci
+from gdp_e2e.cluster import cachefill
+from gdp_e2e.cluster import images as oci
 
 from . import tools
 
@@ -138,7 +138,7 @@ class Bases:
 def recipe_key() -> str:
     """A digest of what decides the bases' content: this module and the layout writer."""
     digest = hashlib.sha256()
-    for source in (Path(__file__), Path(oci.__file__)):
+    for source in (Path(__file__).resolve(), Path(oci.__file__).resolve()):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.paths import cache_folder, required_version
+from gdp_e2e.cluster.paths import cache_folder, required_version
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

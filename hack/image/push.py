@@ -28,7 +28,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster import build as gobuild
+from gdp_e2e.cluster import build as gobuild
 
 from . import ociread, paths, tools
 

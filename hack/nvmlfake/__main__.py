@@ -1,9 +1,9 @@
-"""`python -m nvmlfake`: build the fake, install a driver root, inject faults from a shell.
+"""`python -m gdp_hack.nvmlfake`: build the fake, install a driver root, inject faults from a shell.
 
-    python -m nvmlfake build                                  # prints the folder holding libnvidia-ml.so.1
-    python -m nvmlfake install --root /opt/fake-driver --profile dgx1-v100
-    python -m nvmlfake inject --root /opt/fake-driver xid 3 79
-    python -m nvmlfake inject --root /opt/fake-driver heal
+    python -m gdp_hack.nvmlfake build                           # prints the folder holding libnvidia-ml.so.1
+    python -m gdp_hack.nvmlfake install --root /opt/fake-driver --profile dgx1-v100
+    python -m gdp_hack.nvmlfake inject --root /opt/fake-driver xid 3 79
+    python -m gdp_hack.nvmlfake inject --root /opt/fake-driver heal
 
 Bad input exits 2 with one line naming what is wrong.
 """
@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import click
 
-from nvmlfake.build import BuildError, build
-from nvmlfake.driver import FakeDriver
-from nvmlfake.profile import MigInstance, ProfileError, shipped_names
+from gdp_hack.nvmlfake.build import BuildError, build
+from gdp_hack.nvmlfake.driver import FakeDriver
+from gdp_hack.nvmlfake.profile import MigInstance, ProfileError, shipped_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -172,4 +172,4 @@ def show(driver: FakeDriver) -> None:
 
 
 if __name__ == "__main__":
-    main(prog_name="python -m nvmlfake")
+    main(prog_name="python -m gdp_hack.nvmlfake")

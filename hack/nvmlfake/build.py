@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 LIBRARY = "libnvidia-ml.so.1"
-CSRC = Path(__file__).parent / "csrc"
+# resolve(): the installed module is a link to this file; the C sources sit beside the real one.
+CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("state.c", "api.c")
 HEADERS = ("fake_nvml.h",)
 CFLAGS = (

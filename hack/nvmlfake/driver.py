@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nvmlfake.build import LIBRARY, build
-from nvmlfake.profile import MigInstance, Profile, ProfileError, load, parse
-from nvmlfake.state import (
+from gdp_hack.nvmlfake.build import LIBRARY, build
+from gdp_hack.nvmlfake.profile import MigInstance, Profile, ProfileError, load, parse
+from gdp_hack.nvmlfake.state import (
     EVENT_DOUBLE_BIT_ECC,
     EVENT_XID_CRITICAL,
     KEEP_EVENTS,

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-PROFILES_DIR = Path(__file__).parent / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # beside the real file, not its link
 
 # nvml.h nvmlEventType* bits, by the names a profile uses.
 EVENT_TYPES = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nvmlfake.profile import Profile, ProfileError, cpu_words
+from gdp_hack.nvmlfake.profile import Profile, ProfileError, cpu_words
 
 FORMAT = "fake-nvml-state\t1"
 # Events kept in the file: the C reader holds at most 1024 (FAKE_MAX_EVENTS); a

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_committed_stubs_are_not_stale() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "genproto.py"), "--check"],
+        [sys.executable, "-m", "gdp_hack.genproto", "--check"],
         capture_output=True,
         text=True,
         check=False,

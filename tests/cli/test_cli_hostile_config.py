@@ -21,7 +21,7 @@ from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.config import DiscoveryKind, ServeConfig
-from support.fakeapi import write_kubeconfig
+from testsupport.fakeapi import write_kubeconfig
 
 FAKE = ("--discovery", "fake", "--fake-devices", "1")
 

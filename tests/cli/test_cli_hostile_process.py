@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cli_support import environment_without_our_variables, needs_no_gpu, one_error_line
 
-from support.kubelet import KubeletSim
+from testsupport.kubelet import KubeletSim
 
 TIMEOUT = 60  # a cold interpreter on a busy 2-core machine
 

@@ -18,7 +18,7 @@ from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect
 from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
 from gpu_device_plugin.inventory import Inventory
-from support.fakeapi import FakeApiServer
+from testsupport.fakeapi import FakeApiServer
 
 NODE = "gpu-node-1"
 PREFIX = "example.com/gpu."

@@ -17,7 +17,7 @@ from gpu_device_plugin.cluster.tasks import cluster_tasks, connect, contained
 from gpu_device_plugin.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import SnapshotCell
-from support.fakeapi import FakeApiServer, node
+from testsupport.fakeapi import FakeApiServer, node
 
 
 class BuggyOnce:

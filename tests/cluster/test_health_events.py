@@ -26,8 +26,8 @@ from gpu_device_plugin.cluster.events import (
 )
 from gpu_device_plugin.cluster.retry import TokenBucket
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
-from support.fakeapi import DROP, FakeApiServer, node
-from support.waiting import eventually
+from testsupport.fakeapi import DROP, FakeApiServer, node
+from testsupport.waiting import eventually
 
 XID79 = "XID 79 (GPU has fallen off the bus)"
 

@@ -9,7 +9,7 @@ import pytest
 from gpu_device_plugin.cluster.kubeconfig import check_kubeconfig
 from gpu_device_plugin.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
-from support.fakeapi import write_kubeconfig
+from testsupport.fakeapi import write_kubeconfig
 
 CONTEXTS = "contexts: [{name: a, context: {cluster: one, user: u}}, {name: b, context: {cluster: two}}]\n"
 CLUSTERS = "clusters: [{name: one, cluster: {server: 'https://10.0.0.1'}}, {name: two, cluster: {}}]\n"

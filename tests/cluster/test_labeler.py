@@ -22,8 +22,8 @@ from gpu_device_plugin.cluster.nodeapi import NodeApi
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
-from support.fakeapi import DROP, FakeApiServer, node
-from support.waiting import eventually
+from testsupport.fakeapi import DROP, FakeApiServer, node
+from testsupport.waiting import eventually
 
 FOREIGN = {"kubernetes.io/hostname": NODE, "team": "ml", "example.com/gpu": "not-ours-no-dot"}
 

@@ -15,7 +15,7 @@ from test_report_model import container, gpu_node, plugin_pod, pod
 
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cluster.report import LIVE_PODS
-from support.fakeapi import FakeApiServer, unreachable_kubeconfig
+from testsupport.fakeapi import FakeApiServer, unreachable_kubeconfig
 
 PREFIX = "example.com/gpu."
 

@@ -28,10 +28,10 @@ from gpu_device_plugin.cluster.events import UNHEALTHY
 from gpu_device_plugin.config import ClusterConfig, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.errors import ConfigError
-from support.fakeapi import FakeApiServer, node, unreachable_kubeconfig
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.process import serve_argv
+from testsupport.fakeapi import FakeApiServer, node, unreachable_kubeconfig
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.process import serve_argv
 
 FAKE = ("--discovery", "fake", "--fake-devices", "1")
 

@@ -2,7 +2,7 @@
 
 It implements our own seam (`NvmlLibrary` in discovery/nvml.py), not pynvml's
 internals: tests hand it to `NvmlSession` the way production hands it pynvml.
-Handles are ctypes pointers as pynvml's are (support/nvml_handles.py): a new,
+Handles are ctypes pointers as pynvml's are (testsupport/nvml_handles.py): a new,
 unhashable object per call, so code that keys or compares them fails here too.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from support.nvml_handles import DeviceHandles
+from testsupport.nvml_handles import DeviceHandles
 
 GPU_IS_LOST = 15
 NOT_SUPPORTED = 3

@@ -1,7 +1,7 @@
 """Reading topology through NVML, against a small fake NVML of our own.
 
 The fake implements our seam (`NvmlLibrary`), topology calls included, with
-ctypes-pointer handles as pynvml's (support/nvml_handles.py): per GPU
+ctypes-pointer handles as pynvml's (testsupport/nvml_handles.py): per GPU
 a list of NVLinks (remote bus id and device type, active or not), a table of
 common PCIe ancestors, and CPU masks. Faults are injected per GPU and per call.
 """
@@ -20,7 +20,7 @@ from gpu_device_plugin.allocator import preferred_allocation, topology_policy
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.discovery.presets import DGX_1V_NVLINKS, preset_topology
 from gpu_device_plugin.inventory import Inventory, Link, PciePath
-from support.nvml_handles import DeviceHandles
+from testsupport.nvml_handles import DeviceHandles
 
 INVALID_ARGUMENT, NOT_SUPPORTED, GPU_IS_LOST = 2, 3, 15
 TYPE_GPU, TYPE_IBMNPU, TYPE_SWITCH = 0, 1, 2

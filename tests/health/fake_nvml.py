@@ -1,6 +1,6 @@
 """A fake NVML for the health loop: events fed by the test, handles that fail or hang.
 
-Handles and event sets are ctypes pointers, as pynvml's are (support/nvml_handles.py):
+Handles and event sets are ctypes pointers, as pynvml's are (testsupport/nvml_handles.py):
 unhashable, equal only to themselves, a new object per call. An event's `device`
 is a new pointer too, to the same address as the GPU's handle.
 """
@@ -20,7 +20,7 @@ from gpu_device_plugin.health.nvml import (
     EVENT_DOUBLE_BIT_ECC,
     EVENT_XID_CRITICAL,
 )
-from support.nvml_handles import DeviceHandle, DeviceHandles, event_set_handle, is_event_set
+from testsupport.nvml_handles import DeviceHandle, DeviceHandles, event_set_handle, is_event_set
 
 
 class NVMLError(Exception):

@@ -21,7 +21,7 @@ from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.health.fakefile import FakeFileReader, follow_fake_file
 from gpu_device_plugin.health.xid import XidPolicy
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
-from support.fakegpus import write_fake_config
+from testsupport.fakegpus import write_fake_config
 
 LOGGER = "gpu_device_plugin.health.fakefile"
 

@@ -1,6 +1,6 @@
 """The NVML health loop against a fake NVML: events, probes, hangs, recovery, shutdown.
 
-The fake's handles are ctypes pointers as pynvml's are (support/nvml_handles.py),
+The fake's handles are ctypes pointers as pynvml's are (testsupport/nvml_handles.py),
 so the loop meets pynvml's types here: the events thread of issue 13, which keyed
 a dict by handle and died of "unhashable type" at start, fails every event test.
 """
@@ -29,7 +29,7 @@ from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
 from gpu_device_plugin.health.tracker import HealthTracker, Recovery, RecoveryPolicy
 from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
 from health.fake_nvml import FakeGpu, FakeNvml
-from support.waiting import eventually
+from testsupport.waiting import eventually
 
 ERROR_UNKNOWN = 999
 # Restarts come fast in tests; the delays themselves are Backoff's to test.

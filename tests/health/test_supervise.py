@@ -13,7 +13,7 @@ from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import Metrics
-from support.spans import SpanRecorder
+from testsupport.spans import SpanRecorder
 
 QUICK = Backoff(initial_s=0.01, cap_s=0.05, jitter=0)
 GAUGE = "gpu_device_plugin_health_checks_degraded"

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import image_support
 import pytest
-from image import debian, steps, tools, trim
 
-REPO = image_support.REPO
+from gdp_hack.image import debian, steps, tools, trim
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def used_kubernetes_api_classes() -> set[str]:

@@ -14,9 +14,9 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import image_support  # noqa: F401  (puts e2e/ on the import path)
 import pytest
-from cluster import images
+
+from gdp_e2e.cluster import images
 
 EPOCH = 1_700_000_000
 

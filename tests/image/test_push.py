@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import image_support  # noqa: F401  (puts hack/ and e2e/ on the import path)
 import pytest
-from cluster import images
-from image import push
+
+from gdp_e2e.cluster import images
+from gdp_hack.image import push
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,9 +126,9 @@ def test_registries_that_are_accepted(registry: str) -> None:
 )
 def test_a_bad_registry_exits_2_naming_it(registry: str, reason: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "image", "push", "--registry", registry],
+        [sys.executable, "-m", "gdp_hack.image", "push", "--registry", registry],
         cwd=REPO,
-        env={"PYTHONPATH": str(REPO / "hack"), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,

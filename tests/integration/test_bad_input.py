@@ -14,8 +14,8 @@ import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
 
 G = [fake_uuid(i) for i in range(8)]
 UNHEALTHY = 5

@@ -12,9 +12,9 @@ import yaml
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.waiting import eventually
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.waiting import eventually
 
 
 def write_with_xid(path: Path, device: int, xid: int) -> None:

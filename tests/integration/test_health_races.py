@@ -26,10 +26,10 @@ from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import sdk_tracing
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.spans import SpanRecorder
-from support.waiting import eventually
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.spans import SpanRecorder
+from testsupport.waiting import eventually
 
 G = [fake_uuid(i) for i in range(8)]
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"

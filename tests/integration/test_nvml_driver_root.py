@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
+from gdp_hack.nvmlfake import FakeDriver
 from gpu_device_plugin.allocator import AllocateOptions, container_allocation
 from gpu_device_plugin.inventory import Device, Inventory
-from nvmlfake import FakeDriver
 
 PLUGIN = [sys.executable, "-m", "gpu_device_plugin.cli"]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from gdp_hack.nvmlfake import FakeDriver, Profile
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from nvmlfake import FakeDriver, Profile
-from support.kubelet import KubeletSim, Registration
+from testsupport.kubelet import KubeletSim, Registration
 
 PLUGIN = [sys.executable, "-m", "gpu_device_plugin.cli"]
 #: Fast health loop so recovery is seen in about a second, not a minute.

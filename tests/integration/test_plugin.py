@@ -13,8 +13,8 @@ from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.server.sockets import our_sockets
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
 
 RESOURCE = "example.com/gpu"
 

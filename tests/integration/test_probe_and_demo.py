@@ -12,10 +12,10 @@ from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.health import fakefile
 from gpu_device_plugin.server.client import CHECKS_DEGRADED, CHECKS_OK, PluginClient
 from gpu_device_plugin.telemetry.metrics import Metrics
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.scrape import scrape, value
-from support.waiting import eventually
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.scrape import scrape, value
+from testsupport.waiting import eventually
 
 DEGRADED_GAUGE = "gpu_device_plugin_health_checks_degraded"
 

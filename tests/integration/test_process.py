@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gpu_device_plugin.server.sockets import our_sockets
-from support.kubelet import KubeletSim
-from support.process import serve_argv
+from testsupport.kubelet import KubeletSim
+from testsupport.process import serve_argv
 
 
 async def start_serve(plugin_dir: Path, config: Path, *extra: str) -> asyncio.subprocess.Process:

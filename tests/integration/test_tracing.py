@@ -13,8 +13,8 @@ from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import configure_tracing, sdk_tracing, tracing_enabled
-from support.kubelet import KubeletSim
-from support.spans import SpanRecorder
+from testsupport.kubelet import KubeletSim
+from testsupport.spans import SpanRecorder
 
 
 async def test_registration_and_rpcs_are_spans(

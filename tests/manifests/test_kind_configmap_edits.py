@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from support.kubelet import KubeletSim
-from support.manifests import only, render_overlay
+from testsupport.kubelet import KubeletSim
+from testsupport.manifests import only, render_overlay
 
 
 class ConfigMapVolume:

@@ -11,7 +11,7 @@ import pytest
 from gpu_device_plugin.cli.main import main as cli
 from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
 from gpu_device_plugin.inventory.model import Health
-from support.manifests import KUBELET_PLUGIN_DIR, OVERLAYS, Manifest, env_of, only, render_overlay
+from testsupport.manifests import KUBELET_PLUGIN_DIR, OVERLAYS, Manifest, env_of, only, render_overlay
 
 DIGEST = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
 IMAGE = "ghcr.io/example/gpu-device-plugin"

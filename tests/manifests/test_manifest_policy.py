@@ -1,7 +1,7 @@
 """What every rendered overlay must be: hardened, sized, probed, labelled, and only what it says.
 
 Each overlay is rendered by the real `kubectl kustomize`; the policy check
-(support.manifests.hardening_problems) is also run on crafted bad manifests, so
+(testsupport.manifests.hardening_problems) is also run on crafted bad manifests, so
 a check that found nothing could not pass these tests.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support.manifests import (
+from testsupport.manifests import (
     APP_LABEL,
     KUBELET_PLUGIN_DIR,
     OVERLAYS,

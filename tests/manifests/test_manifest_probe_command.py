@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.manifests import OVERLAYS, env_of, only, render_overlay
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.manifests import OVERLAYS, env_of, only, render_overlay
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from support.manifests import KUSTOMIZE_DIR, OVERLAYS, Manifest, only, rbac_rules, render_dir, render_overlay
+from testsupport.manifests import (
+    KUSTOMIZE_DIR,
+    OVERLAYS,
+    Manifest,
+    only,
+    rbac_rules,
+    render_dir,
+    render_overlay,
+)
 
 #: nodes get+patch: read its own Node, merge-patch its feature labels;
 #: events create+patch: a health Event on the Node, and the count bump of a repeat.

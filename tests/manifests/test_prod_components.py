@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.manifests import (
+from testsupport.manifests import (
     APP_LABEL,
     KUSTOMIZE_DIR,
     Manifest,

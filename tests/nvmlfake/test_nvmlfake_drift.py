@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pynvml
 
-from nvmlfake import LIBRARY
+from gdp_hack.nvmlfake import LIBRARY
 
 INTERNAL = Path(__file__).parents[2] / "internal"
 NVML_NAME = re.compile(r"^nvml[A-Z]\w*$")

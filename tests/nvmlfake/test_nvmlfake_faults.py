@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from nvmlfake import FakeDriver
+from gdp_hack.nvmlfake import FakeDriver
 
 XID, ECC = 0x8, 0x2
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nvmlfake import FakeDriver
-from support.nvml_fake import load_in_process, pynvml_on, run_child, shutdown_all
+from gdp_hack.nvmlfake import FakeDriver
+from testsupport.nvml_fake import load_in_process, pynvml_on, run_child, shutdown_all
 
 CHILD = """
 import ctypes, json, pynvml

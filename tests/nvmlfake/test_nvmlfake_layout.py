@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nvmlfake import LIBRARY, FakeDriver, ProfileError, build, ci_cap_minor, gi_cap_minor, load
-from nvmlfake.profile import PROFILES_DIR, parse
-
-HACK = str(Path(__file__).parents[2] / "hack")
+from gdp_hack.nvmlfake import LIBRARY, FakeDriver, ProfileError, build, ci_cap_minor, gi_cap_minor, load
+from gdp_hack.nvmlfake.profile import PROFILES_DIR, parse
 
 
 @pytest.mark.parametrize("fake_driver", ["mig-a100"], indirect=True)
@@ -103,8 +101,8 @@ def test_every_shipped_profile_loads() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nvmlfake", *args],
-        env={"PYTHONPATH": HACK, "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-m", "gdp_hack.nvmlfake", *args],
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,11 +146,11 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str], message: str) -> N
 
 def test_concurrent_builders_share_one_result(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    code = f"from nvmlfake import build; print(build(__import__('pathlib').Path({str(cache)!r})))"
+    code = f"from gdp_hack.nvmlfake import build; print(build(__import__('pathlib').Path({str(cache)!r})))"
     children = [
         subprocess.Popen(
             [sys.executable, "-c", code],
-            env={"PYTHONPATH": HACK, "PATH": "/usr/bin:/bin"},
+            env={"PATH": "/usr/bin:/bin"},
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -169,7 +167,7 @@ def test_concurrent_builders_share_one_result(tmp_path: Path) -> None:
 
 
 def test_a_different_header_is_a_different_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nvmlfake.build import nvml_header
+    from gdp_hack.nvmlfake.build import nvml_header
 
     header = tmp_path / "include/nvml.h"
     header.parent.mkdir()

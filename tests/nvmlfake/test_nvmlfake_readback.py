@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from nvmlfake import FakeDriver, shipped_names
-from nvmlfake.profile import Profile, RemoteType, cpu_words
+from gdp_hack.nvmlfake import FakeDriver, shipped_names
+from gdp_hack.nvmlfake.profile import Profile, RemoteType, cpu_words
 
 MIB = 1024 * 1024
 ALL = pytest.mark.parametrize("fake_driver", shipped_names(), indirect=True)

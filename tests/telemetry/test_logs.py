@@ -14,8 +14,8 @@ import pytest
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.telemetry.logs import JsonFormatter
 from gpu_device_plugin.telemetry.tracing import sdk_tracing
-from support.kubelet import KubeletSim
-from support.spans import SpanRecorder
+from testsupport.kubelet import KubeletSim
+from testsupport.spans import SpanRecorder
 
 
 @pytest.fixture

@@ -21,11 +21,11 @@ from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import Metrics, NullMetrics, parse_address
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.scrape import scrape, value
-from support.spans import SpanRecorder
-from support.waiting import eventually
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.scrape import scrape, value
+from testsupport.spans import SpanRecorder
+from testsupport.waiting import eventually
 
 P = "gpu_device_plugin_"
 

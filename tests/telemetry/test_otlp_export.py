@@ -18,9 +18,9 @@ import pytest
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.telemetry import attributes as attrs
-from support.kubelet import KubeletSim
-from support.otlp import OtlpReceiver, ReceivedSpan
-from support.process import serve_argv
+from testsupport.kubelet import KubeletSim
+from testsupport.otlp import OtlpReceiver, ReceivedSpan
+from testsupport.process import serve_argv
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 SPAN_KIND_SERVER = 2

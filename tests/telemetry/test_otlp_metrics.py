@@ -22,11 +22,11 @@ from gpu_device_plugin.telemetry.otlp_metrics import (
     configure_otlp_metrics,
     metrics_exporter_name,
 )
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.otlp import OtlpReceiver, ReceivedPoint
-from support.process import serve_argv
-from support.scrape import scrape, value
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.otlp import OtlpReceiver, ReceivedPoint
+from testsupport.process import serve_argv
+from testsupport.scrape import scrape, value
 
 P = "gpu_device_plugin_"
 

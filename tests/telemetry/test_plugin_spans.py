@@ -17,9 +17,9 @@ from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import sdk_tracing
-from support.fakegpus import write_fake_config
-from support.kubelet import KubeletSim
-from support.spans import SpanRecorder
+from testsupport.fakegpus import write_fake_config
+from testsupport.kubelet import KubeletSim
+from testsupport.spans import SpanRecorder
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"

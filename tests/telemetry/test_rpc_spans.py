@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.server.rpc_spans import RpcSpans
-from support.spans import SpanRecorder
+from testsupport.spans import SpanRecorder
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 LIST_AND_WATCH = "/v1beta1.DevicePlugin/ListAndWatch"

@@ -1,7 +1,7 @@
 """`task bench -- NAME`: the runner's names, its results, and what an interrupt leaves (nothing).
 
-The benches here are small stand-ins written into a folder of their own (the
-runner's hidden --bench-dir), using the real bench/common.py as the real ones do.
+The benches here are small stand-ins written into a package of their own (the
+runner's hidden --bench-package), using the real gdp_bench.common as the real ones do.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-RUNNER = REPO / "bench" / "run.py"
+RUNNER = [sys.executable, "-m", "gdp_bench.run"]
+#: The stand-in benches' package, in a folder of the test's own.
+STANDINS = "standin_benches"
 TIMEOUT_S = 60
 
 _WRITES_ITS_ARGS = textwrap.dedent(
@@ -35,7 +37,7 @@ _STARTS_A_SERVER = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
     from pathlib import Path
-    from common import progress, scratch_folder
+    from gdp_bench.common import progress, scratch_folder
 
     with scratch_folder() as scratch:
         (Path(scratch) / "plugin.sock").write_text("")
@@ -56,18 +58,21 @@ _STARTS_A_SERVER = textwrap.dedent(
 
 def _bench_dir(tmp_path: Path, benches: dict[str, str]) -> Path:
     folder = tmp_path / "benches"
-    folder.mkdir()
+    (folder / STANDINS).mkdir(parents=True)
+    (folder / STANDINS / "__init__.py").write_text("")
     for name, source in benches.items():
-        (folder / f"{name}.py").write_text(source)
+        (folder / STANDINS / f"{name}.py").write_text(source)
     return folder
 
 
 def _runner(bench_dir: Path, results: Path, *args: str) -> list[str]:
+    # env(1) execs the runner (same pid, so signals reach it) with the stand-ins importable.
     return [
-        sys.executable,
-        str(RUNNER),
-        "--bench-dir",
-        str(bench_dir),
+        "env",
+        f"PYTHONPATH={bench_dir}",
+        *RUNNER,
+        "--bench-package",
+        STANDINS,
         "--results",
         str(results),
         "--grace",
@@ -89,7 +94,7 @@ def test_an_unknown_name_exits_2_listing_the_known_ones(tmp_path: Path) -> None:
 
 
 def test_the_real_benches_are_known_by_name() -> None:
-    done = _run([sys.executable, str(RUNNER), "--list"])
+    done = _run([*RUNNER, "--list"])
     assert done.returncode == 0
     listed = done.stdout.split()
     assert listed[:6] == ["core", "health", "allocator", "tracing", "cluster", "metrics"]

@@ -17,11 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "e2e") not in sys.path:
-    sys.path.append(str(REPO / "e2e"))
-
-from cluster import cachefill  # noqa: E402
+from gdp_e2e.cluster import cachefill
 
 TIMEOUT_S = 30
 
@@ -104,8 +100,7 @@ _KILLED_BUILDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    sys.path.append(sys.argv[2])
-    from cluster import cachefill
+    from gdp_e2e.cluster import cachefill
 
     def fill(staging):
         (staging / "tool").write_text("half")   # one of the two files, then stuck
@@ -121,7 +116,7 @@ _KILLED_BUILDER = textwrap.dedent(
 def test_a_builder_killed_half_way_leaves_nothing_the_next_one_trusts(tmp_path: Path) -> None:
     target = tmp_path / "bin"
     child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_BUILDER, str(target), str(REPO / "e2e")],
+        [sys.executable, "-c", _KILLED_BUILDER, str(target)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

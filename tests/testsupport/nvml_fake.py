@@ -26,7 +26,7 @@ from types import ModuleType
 
 import pytest
 
-from nvmlfake import LIBRARY, FakeDriver, build
+from gdp_hack.nvmlfake import LIBRARY, FakeDriver, build
 
 DEFAULT_PROFILE = "dgx-a100"
 _loaded: ctypes.CDLL | None = None

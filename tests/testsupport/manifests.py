@@ -1,6 +1,6 @@
 """The kustomize overlays as kubectl renders them, and the checks every rendered pod must pass.
 
-Rendering goes through hack/manifests.py (the same code `task manifests` runs).
+Rendering goes through gdp_hack.manifests (the same code `task manifests` runs).
 No kubectl is a failure, never a skip: CI must not turn these checks into a
 pass by lacking the tool.
 
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from gdp_hack import manifests as hack
 
 REPO = Path(__file__).resolve().parents[2]
 KUBELET_PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
@@ -31,21 +30,6 @@ POD_TEMPLATE_KINDS = {"DaemonSet", "Deployment", "StatefulSet", "ReplicaSet", "J
 Manifest = dict[str, Any]
 
 
-def _load_hack_module() -> ModuleType:
-    # hack/ is not a package; load the file under a name of its own.
-    name = "gpu_dp_hack_manifests"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / "manifests.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-hack = _load_hack_module()
 OVERLAYS: list[str] = hack.overlay_names()
 KUSTOMIZE_DIR: Path = hack.KUSTOMIZE_DIR
 

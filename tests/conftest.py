@@ -17,8 +17,8 @@ from testsupport.fakegpus import write_fake_config
 from testsupport.kubelet import KubeletSim
 from testsupport.spans import SpanRecorder
 
-# The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): tests/testsupport/nvml_fake.py.
-pytest_plugins = ["testsupport.nvml_fake"]
+# The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): testsupport/nvmlfake_fixtures.py.
+pytest_plugins = ["testsupport.nvmlfake_fixtures"]
 
 FakeFile = Callable[..., None]
 

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from fake_nvml import FakeGpu, FakeNvml, NVMLError
 
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.discovery.driver_root import DriverRoot
@@ -15,12 +14,13 @@ from gpu_device_plugin.discovery.fake import FakeBackend
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
+from testsupport.fake_nvml import ERROR_UNKNOWN, FakeGpu, FakeNvml, NVMLError
 
 FACTORY_LOG = "gpu_device_plugin.discovery.factory"
 
 
 def broken_nvml(tmp_path: Path) -> NvmlBackend:
-    lib = FakeNvml(init_error=NVMLError("Driver Not Loaded"))
+    lib = FakeNvml(init_error=NVMLError(ERROR_UNKNOWN, "Driver Not Loaded"))
     return NvmlBackend(NvmlSession(lib), driver_root=DriverRoot(tmp_path), sysfs_root=tmp_path)
 
 

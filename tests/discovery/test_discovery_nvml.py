@@ -6,13 +6,20 @@ import logging
 from pathlib import Path
 
 import pytest
-from fake_nvml import GPU_IS_LOST, FakeGpu, FakeNvml, NVMLError
 
 from gpu_device_plugin.discovery.driver_root import DriverRoot
 from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Health
 from gpu_device_plugin.inventory.reasons import ReasonCode, code_of
+from testsupport.fake_nvml import (
+    ERROR_GPU_IS_LOST,
+    ERROR_NOT_SUPPORTED,
+    ERROR_UNKNOWN,
+    FakeGpu,
+    FakeNvml,
+    NVMLError,
+)
 
 UUID_0 = "GPU-11111111-2222-3333-4444-555555555555"
 UUID_1 = "GPU-66666666-7777-8888-9999-aaaaaaaaaaaa"
@@ -171,10 +178,12 @@ def test_numa_node_falls_back_to_sysfs(
         device_dir.mkdir(parents=True)
         (device_dir / "numa_node").write_text(sysfs_text)
     if lib_kind == "old-bindings":
-        lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=7)], has_numa_call=False)
+        lib = FakeNvml(
+            gpus=[FakeGpu(uuid=UUID_0, numa_node=7)], missing=frozenset({"nvmlDeviceGetNumaNodeId"})
+        )
     else:
-        failing = frozenset({"nvmlDeviceGetNumaNodeId"})
-        lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=7, failing=failing)])
+        errors = {"nvmlDeviceGetNumaNodeId": ERROR_NOT_SUPPORTED}
+        lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0, numa_node=7, errors=errors)])
 
     (device,) = backend(lib, dev_root, sysfs_root).discover().devices
 
@@ -182,7 +191,7 @@ def test_numa_node_falls_back_to_sysfs(
 
 
 def test_init_failure_is_one_clear_discovery_error(dev_root: Path, sysfs_root: Path) -> None:
-    lib = FakeNvml(init_error=NVMLError("NVML Shared Library Not Found"))
+    lib = FakeNvml(init_error=NVMLError(ERROR_UNKNOWN, "NVML Shared Library Not Found"))
 
     with pytest.raises(DiscoveryError) as caught:
         backend(lib, dev_root, sysfs_root).discover()
@@ -205,7 +214,7 @@ def test_init_failure_from_a_missing_library_is_a_discovery_error(dev_root: Path
     ["nvmlDeviceGetCount", "nvmlSystemGetDriverVersion", "nvmlSystemGetCudaDriverVersion"],
 )
 def test_system_call_failure_is_a_discovery_error(call: str, dev_root: Path, sysfs_root: Path) -> None:
-    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)], failing=frozenset({call}))
+    lib = FakeNvml(gpus=[FakeGpu(uuid=UUID_0)], errors={call: ERROR_UNKNOWN})
 
     with pytest.raises(DiscoveryError, match=rf"NVML could not list devices: {call}"):
         backend(lib, dev_root, sysfs_root).discover()
@@ -213,7 +222,7 @@ def test_system_call_failure_is_a_discovery_error(call: str, dev_root: Path, sys
 
 @pytest.mark.parametrize("call", ["nvmlDeviceGetHandleByIndex", "nvmlDeviceGetUUID"])
 def test_gpu_that_cannot_be_identified_names_its_index(call: str, dev_root: Path, sysfs_root: Path) -> None:
-    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({call}))]
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, errors={call: ERROR_NOT_SUPPORTED})]
 
     with pytest.raises(DiscoveryError, match=r"^GPU 1: NVML cannot identify it"):
         backend(FakeNvml(gpus=gpus), dev_root, sysfs_root).discover()
@@ -245,7 +254,7 @@ def test_optional_attribute_failure_keeps_the_device_and_warns(
     sysfs_root: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({call}))]
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, errors={call: ERROR_NOT_SUPPORTED})]
     for name in ("nvidia0", "nvidia1", "nvidiactl"):
         (dev_root / name).touch()
     caplog.set_level(logging.WARNING, logger=NVML_LOG)
@@ -311,16 +320,15 @@ def test_a_lost_gpu_is_unhealthy_with_the_reason_said_once(
 def test_a_lost_gpu_without_a_uuid_is_left_out_and_the_rest_served(
     dev_root: Path, sysfs_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1, failing=frozenset({"nvmlDeviceGetUUID"}))]
+    # The UUID read fails with GPU_IS_LOST; pynvml's text is NVML's own, naming no call.
+    gpus = [FakeGpu(uuid=UUID_0), FakeGpu(uuid=UUID_1, minor=1)]
     lib = FakeNvml(gpus=gpus)
-    # The UUID read fails with GPU_IS_LOST rather than another error.
     original = lib.nvmlDeviceGetUUID
 
     def uuid(handle: object) -> str | bytes:
-        try:
-            return original(handle)
-        except NVMLError as err:
-            raise NVMLError("GPU is lost", GPU_IS_LOST) from err
+        if original(handle) == UUID_1:
+            raise NVMLError(ERROR_GPU_IS_LOST)
+        return original(handle)
 
     lib.nvmlDeviceGetUUID = uuid  # type: ignore[method-assign]
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pynvml
 import pytest
-from fake_nvml import FakeNvml
 
 from gpu_device_plugin.discovery.nvml import NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
+from testsupport.fake_nvml import FakeNvml
 
 
 def init_failure(error: Exception) -> str:

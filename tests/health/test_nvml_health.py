@@ -1,6 +1,6 @@
 """The NVML health loop against a fake NVML: events, probes, hangs, recovery, shutdown.
 
-The fake's handles are ctypes pointers as pynvml's are (testsupport/nvml_handles.py),
+The fake's handles are ctypes pointers as pynvml's are (testsupport/fake_nvml.py),
 so the loop meets pynvml's types here: the events thread of issue 13, which keyed
 a dict by handle and died of "unhashable type" at start, fails every event test.
 """
@@ -19,8 +19,6 @@ import pytest
 from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.discovery.nvml import NvmlSession
 from gpu_device_plugin.health.nvml import (
-    ERROR_GPU_IS_LOST,
-    ERROR_NOT_SUPPORTED,
     WAIT_FAILURES_BEFORE_RESTART,
     NvmlHealthSource,
     handle_address,
@@ -28,13 +26,14 @@ from gpu_device_plugin.health.nvml import (
 from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
 from gpu_device_plugin.health.tracker import HealthTracker, Recovery, RecoveryPolicy
 from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
-from health.fake_nvml import FakeGpu, FakeNvml
+from testsupport.fake_nvml import ERROR_GPU_IS_LOST, ERROR_NOT_SUPPORTED, ERROR_UNKNOWN, FakeGpu, FakeNvml
 from testsupport.waiting import eventually
 
-ERROR_UNKNOWN = 999
 # Restarts come fast in tests; the delays themselves are Backoff's to test.
 QUICK = Backoff(initial_s=0.01, cap_s=0.05, jitter=0)
 HEALTH_LOG = "gpu_device_plugin.health"
+#: The call the loop probes each GPU with.
+PROBE = "nvmlDeviceGetMemoryInfo"
 
 UUIDS = ["GPU-a", "GPU-b", "GPU-c"]
 
@@ -150,7 +149,7 @@ async def test_double_bit_ecc_marks_unhealthy(start_loop) -> None:
 
 
 async def test_lost_gpu_found_by_probe(start_loop) -> None:
-    loop = await start_loop([FakeGpu("GPU-a"), FakeGpu("GPU-b", probe_error=ERROR_GPU_IS_LOST)])
+    loop = await start_loop([FakeGpu("GPU-a"), FakeGpu("GPU-b", errors={PROBE: ERROR_GPU_IS_LOST})])
     await loop.until(lambda: loop.health("GPU-b") == (Health.UNHEALTHY, "GPU is lost"))
     assert loop.health("GPU-a")[0] is Health.HEALTHY
 
@@ -173,7 +172,9 @@ async def test_hung_nvml_call_marks_unhealthy_and_does_not_hang_the_loop(start_l
 
 
 async def test_device_without_event_support_is_still_probed(start_loop) -> None:
-    loop = await start_loop([FakeGpu("GPU-a", register_error=ERROR_NOT_SUPPORTED), FakeGpu("GPU-b")])
+    loop = await start_loop(
+        [FakeGpu("GPU-a", errors={"nvmlDeviceRegisterEvents": ERROR_NOT_SUPPORTED}), FakeGpu("GPU-b")]
+    )
     assert set(loop.nvml.registered) == {"GPU-b"}
     assert loop.health("GPU-a")[0] is Health.HEALTHY
 
@@ -223,7 +224,9 @@ def test_the_fake_hands_out_handles_as_pynvml_does() -> None:
 
 async def test_an_event_names_its_gpu_by_address_even_when_the_gpu_answers_nothing(start_loop) -> None:
     # XID 79: the GPU fell off the bus; asking it for its UUID fails, its address still names it.
-    loop = await start_loop([FakeGpu("GPU-a"), FakeGpu("GPU-b", uuid_error=ERROR_GPU_IS_LOST)])
+    loop = await start_loop(
+        [FakeGpu("GPU-a"), FakeGpu("GPU-b", errors={"nvmlDeviceGetUUID": ERROR_GPU_IS_LOST})]
+    )
     loop.nvml.emit_xid("GPU-b", 79)
     await loop.until(lambda: loop.health("GPU-b")[0] is Health.UNHEALTHY)
     assert loop.health("GPU-b") == (Health.UNHEALTHY, "XID 79 (GPU has fallen off the bus)")
@@ -269,8 +272,8 @@ async def test_an_event_wait_that_keeps_failing_rebuilds_the_event_set(start_loo
 
 
 async def test_events_not_supported_is_a_fact_not_a_fault(start_loop) -> None:
-    nvml = FakeNvml([FakeGpu("GPU-a", probe_error=ERROR_GPU_IS_LOST), FakeGpu("GPU-b")])
-    nvml.create_error = ERROR_NOT_SUPPORTED
+    nvml = FakeNvml([FakeGpu("GPU-a", errors={PROBE: ERROR_GPU_IS_LOST}), FakeGpu("GPU-b")])
+    nvml.errors["nvmlEventSetCreate"] = ERROR_NOT_SUPPORTED
     loop = await start_loop(nvml=nvml)
     await loop.until(lambda: loop.health("GPU-a") == (Health.UNHEALTHY, "GPU is lost"))
     assert loop.status.ok
@@ -279,10 +282,10 @@ async def test_events_not_supported_is_a_fact_not_a_fault(start_loop) -> None:
 
 async def test_an_event_set_that_cannot_be_made_is_degraded_and_retried(start_loop) -> None:
     nvml = FakeNvml([FakeGpu(u) for u in UUIDS])
-    nvml.create_error = ERROR_UNKNOWN
+    nvml.errors["nvmlEventSetCreate"] = ERROR_UNKNOWN
     loop = await start_loop(nvml=nvml)
     await loop.until_status(lambda d: NVML_EVENTS in d)
-    nvml.create_error = None
+    del nvml.errors["nvmlEventSetCreate"]
     await loop.until_status(lambda d: not d)
     loop.nvml.emit_double_bit_ecc("GPU-b")
     await loop.until(lambda: loop.health("GPU-b") == (Health.UNHEALTHY, "double-bit ECC error"))

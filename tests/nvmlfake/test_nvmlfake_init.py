@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gdp_hack.nvmlfake import FakeDriver
-from testsupport.nvml_fake import load_in_process, pynvml_on, run_child, shutdown_all
+from testsupport.nvmlfake_fixtures import load_in_process, pynvml_on, run_child, shutdown_all
 
 CHILD = """
 import ctypes, json, pynvml

@@ -59,13 +59,13 @@ async def one_start(folder: Path, api: FakeApiServer | None) -> dict[str, float]
         kubeconfig = api.write_kubeconfig(folder / "kubeconfig")
         extra = ["--node-labels", "--node-events", "--kubeconfig", str(kubeconfig), "--node-name", NODE]
     result: dict[str, float] = {}
-    async with StandinKubelet(folder) as kubelet:
+    async with StandinKubelet(folder, follow=False) as kubelet:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             *serve_argv(config, folder, *extra), env={**os.environ, "OTEL_SDK_DISABLED": "true"}
         )
         try:
-            await asyncio.wait_for(kubelet.requests.get(), 30)
+            await kubelet.wait_registered(timeout=30)
             result["registered_s"] = time.perf_counter() - started
             if api is not None:
                 await api.until(lambda: bool(api.calls("PATCH", f"/api/v1/nodes/{NODE}")), timeout=30)

@@ -76,12 +76,12 @@ def peak_rss_mib(pid: int) -> float:
 
 
 async def start_to_registered(folder: Path, config: Path) -> tuple[float, asyncio.subprocess.Process, str]:
-    async with StandinKubelet(folder) as kubelet:
+    async with StandinKubelet(folder, follow=False) as kubelet:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             *serve_argv(config, folder), env={**os.environ, "OTEL_SDK_DISABLED": "true"}
         )
-        request = await asyncio.wait_for(kubelet.requests.get(), 30)
+        request = (await kubelet.wait_registered(timeout=30)).request
         return time.perf_counter() - started, process, request.endpoint
 
 

@@ -78,14 +78,14 @@ async def file_edit_to_delivered(folder: Path, *, trials: int) -> dict[str, floa
     config = folder / "conf" / "gpus.yaml"
     config.parent.mkdir()
     write_config(config, None)
-    async with StandinKubelet(folder) as kubelet:
+    async with StandinKubelet(folder, follow=False) as kubelet:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gpu_device_plugin.cli", "serve", "--discovery", "fake",
             "--fake-config", str(config), "--device-plugin-dir", str(folder), "--log-level", "ERROR",
             env={**os.environ, "OTEL_SDK_DISABLED": "true"},
         )  # fmt: skip
         try:
-            request = await asyncio.wait_for(kubelet.requests.get(), 30)
+            request = (await kubelet.wait_registered(timeout=30)).request
             async with grpc.aio.insecure_channel(f"unix://{folder / request.endpoint}") as channel:
                 stream = pb_grpc.DevicePluginStub(channel).ListAndWatch(pb.Empty())
                 await stream.read()

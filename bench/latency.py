@@ -96,9 +96,9 @@ def free_port() -> int:
 async def start_plugin(
     folder: Path, config: Path, env: dict[str, str], extra: list[str]
 ) -> tuple[asyncio.subprocess.Process, Path]:
-    async with StandinKubelet(folder) as kubelet:
+    async with StandinKubelet(folder, follow=False) as kubelet:
         process = await asyncio.create_subprocess_exec(*serve_argv(config, folder, *extra), env=env)
-        request = await asyncio.wait_for(kubelet.requests.get(), 30)
+        request = (await kubelet.wait_registered(timeout=30)).request
         return process, folder / request.endpoint
 
 

@@ -53,7 +53,6 @@ from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 DEVICES = 8
 FLAPPING = 3
 JUDGE_AFTER_S = 2.0
-CHECKPOINT = "kubelet_internal_checkpoint"
 # (what the file says about the flapping device, whether that leaves it healthy)
 FLIPS = (
     ({"health": "Unhealthy"}, False),
@@ -147,28 +146,33 @@ class SoakKubelet:
         self._generations = itertools.count(1)
 
     async def start(self) -> None:
-        self._standin = StandinKubelet(self.folder)
-        await self._standin.__aenter__()
+        # The stand-in only registers: this class dials back itself, to time and judge each view.
+        self._standin = StandinKubelet(self.folder, follow=False)
+        await self._standin.start()
         self._accepting = asyncio.create_task(self._accept(self._standin))
 
-    async def stop(self) -> None:
+    async def _stop_accepting(self) -> None:
         if self._accepting is not None:
             self._accepting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accepting
+            self._accepting = None
+
+    async def stop(self) -> None:
+        await self._stop_accepting()
         if self._standin is not None:
-            await self._standin.__aexit__(None, None, None)
+            await self._standin.stop()
             self._standin = None
         await self._drop()
 
     async def restart(self) -> None:
-        await self.stop()
-        for path in self.folder.iterdir():
-            if path.name != CHECKPOINT:
-                path.unlink()
+        assert self._standin is not None
+        await self._stop_accepting()
+        await self._drop()
         self.restarted_at = time.monotonic()
         self.stats.kubelet_restarts += 1
-        await self.start()
+        await self._standin.restart()  # the folder wiped but the checkpoint, as the kubelet does
+        self._accepting = asyncio.create_task(self._accept(self._standin))
 
     async def _drop(self) -> None:
         registration, self.current = self.current, None
@@ -186,8 +190,10 @@ class SoakKubelet:
         self.changed = asyncio.Event()
 
     async def _accept(self, standin: StandinKubelet) -> None:
+        seen = len(standin.registrations)
         while True:
-            request = await standin.requests.get()
+            seen += 1
+            request = (await standin.wait_registered(seen, timeout=None)).request
             registered_at = time.monotonic()
             # A newer registration replaces the old endpoint, as in the kubelet.
             await self._drop()

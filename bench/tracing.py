@@ -170,9 +170,9 @@ async def start_plugin_argv(
     folder: Path, argv: list[str], env: dict[str, str]
 ) -> tuple[asyncio.subprocess.Process, Path]:
     """The plugin started by `argv`; returns it and its socket once it has registered."""
-    async with StandinKubelet(folder) as kubelet:
+    async with StandinKubelet(folder, follow=False) as kubelet:
         process = await asyncio.create_subprocess_exec(*argv, env=env)
-        request = await asyncio.wait_for(kubelet.requests.get(), 60)
+        request = (await kubelet.wait_registered(timeout=60)).request
         return process, folder / request.endpoint
 
 

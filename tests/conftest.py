@@ -11,10 +11,10 @@ import pytest
 
 from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import Metrics, MetricsSink
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.spans import SpanRecorder
 
 # The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): testsupport/nvmlfake_fixtures.py.
@@ -43,8 +43,8 @@ def fake_config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def kubelet(plugin_dir: Path) -> AsyncIterator[KubeletSim]:
-    sim = KubeletSim(plugin_dir)
+async def kubelet(plugin_dir: Path) -> AsyncIterator[StandinKubelet]:
+    sim = StandinKubelet(plugin_dir)
     await sim.start()
     yield sim
     await sim.stop()

@@ -56,13 +56,14 @@ async def run_demo(count: int, *, echo: Echo) -> None:
             f"{folder}/kubelet.sock"
         )
         stop = asyncio.Event()
-        async with StandinKubelet(folder) as kubelet:
+        # The demo makes the kubelet's calls itself, to narrate them: the stand-in only registers.
+        async with StandinKubelet(folder, follow=False) as kubelet:
             config = ServeConfig(
                 discovery=DiscoveryConfig(kind=DiscoveryKind.FAKE, fake_config=config_path),
                 device_plugin_dir=folder,
             )
             plugin = asyncio.create_task(serve(config, noop_tracing(), stop))
-            request = await asyncio.wait_for(kubelet.requests.get(), 10)
+            request = (await kubelet.wait_registered(timeout=10)).request
             echo(
                 f"2. the plugin registered: resource {request.resource_name}, version "
                 f"{request.version}, endpoint {request.endpoint}, preferred allocation "

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cli_support import environment_without_our_variables, needs_no_gpu, one_error_line
 
-from testsupport.kubelet import KubeletSim
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 TIMEOUT = 60  # a cold interpreter on a busy 2-core machine
 
@@ -60,7 +60,7 @@ def test_a_missing_plugin_folder_exits_2_and_is_not_created(command: str, folder
 
 
 async def test_a_taken_metrics_port_exits_2_before_registering(command: str, folder: Path) -> None:
-    kubelet = KubeletSim(folder)
+    kubelet = StandinKubelet(folder)
     await kubelet.start()
     try:
         with socket.socket() as holder:

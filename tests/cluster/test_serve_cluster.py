@@ -28,9 +28,9 @@ from gpu_device_plugin.cluster.events import UNHEALTHY
 from gpu_device_plugin.config import ClusterConfig, ServeConfig
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakeapi import FakeApiServer, node, unreachable_kubeconfig
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.process import serve_argv
 
 FAKE = ("--discovery", "fake", "--fake-devices", "1")
@@ -155,7 +155,7 @@ def cluster(kubeconfig: Path) -> ClusterConfig:
 
 
 async def test_labels_and_events_beside_the_kubelet(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, api: FakeApiServer, tmp_path: Path
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, api: FakeApiServer, tmp_path: Path
 ) -> None:
     start_plugin(fake_config, cluster=cluster(api.write_kubeconfig(tmp_path / "kc")))
     await kubelet.wait_registered()
@@ -170,7 +170,7 @@ async def test_labels_and_events_beside_the_kubelet(
 
 
 async def test_an_unreachable_api_server_never_holds_up_the_kubelet_side(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, tmp_path: Path
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, tmp_path: Path
 ) -> None:
     start_plugin(fake_config, cluster=cluster(unreachable_kubeconfig(tmp_path)))
     registration = await kubelet.wait_registered()
@@ -181,7 +181,7 @@ async def test_an_unreachable_api_server_never_holds_up_the_kubelet_side(
 
 @pytest.mark.parametrize(("labels", "events"), [(True, False), (False, True), (True, True)])
 async def test_a_kubeconfig_that_cannot_be_loaded_stops_serve_as_bad_configuration(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, tmp_path: Path, labels: bool, events: bool
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, tmp_path: Path, labels: bool, events: bool
 ) -> None:
     # Readable YAML naming a server, so the check at start passes; the client's loader
     # then fails on the certificate data (not base64), when it first connects.
@@ -201,7 +201,7 @@ async def test_a_kubeconfig_that_cannot_be_loaded_stops_serve_as_bad_configurati
 
 
 async def test_sigterm_stops_within_two_seconds_while_the_api_server_hangs(
-    kubelet: KubeletSim, fake_config: Path, tmp_path: Path
+    kubelet: StandinKubelet, fake_config: Path, tmp_path: Path
 ) -> None:
     # Accepts connections and never answers: every call waits for its read timeout.
     with socket.socket() as silent:
@@ -209,7 +209,7 @@ async def test_sigterm_stops_within_two_seconds_while_the_api_server_hangs(
         silent.listen(16)
         kubeconfig = unreachable_kubeconfig(tmp_path, port=int(silent.getsockname()[1]))
         process = await asyncio.create_subprocess_exec(
-            *serve_argv(fake_config, kubelet.folder, "--node-labels", "--node-events"),
+            *serve_argv(fake_config, kubelet.plugin_dir, "--node-labels", "--node-events"),
             "--kubeconfig",
             str(kubeconfig),
             "--node-name",

@@ -14,8 +14,8 @@ import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 
 G = [fake_uuid(i) for i in range(8)]
 UNHEALTHY = 5
@@ -92,7 +92,7 @@ CASES = [
 
 @pytest.mark.parametrize(("rpc", "request_", "code", "named"), CASES)
 async def test_bad_request_is_refused_and_daemon_keeps_serving(
-    kubelet: KubeletSim,
+    kubelet: StandinKubelet,
     fake_config: Path,
     start_plugin,
     caplog: pytest.LogCaptureFixture,

@@ -12,8 +12,8 @@ import yaml
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.waiting import eventually
 
 
@@ -24,7 +24,7 @@ def write_with_xid(path: Path, device: int, xid: int) -> None:
 
 
 async def test_injected_critical_xid_is_a_fault_and_application_xid_is_not(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
@@ -42,11 +42,11 @@ async def test_injected_critical_xid_is_a_fault_and_application_xid_is_not(
 
 
 async def test_after_200_cancelled_streams_every_live_stream_hears_every_change(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
-    socket = f"unix://{kubelet.folder / registration.request.endpoint}"
+    socket = f"unix://{kubelet.plugin_dir / registration.request.endpoint}"
     tasks_before = len(asyncio.all_tasks())
     async with grpc.aio.insecure_channel(socket) as channel:
         stub = pb_grpc.DevicePluginStub(channel)

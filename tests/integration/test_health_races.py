@@ -2,9 +2,10 @@
 
 A device turns unhealthy after the kubelet chose its candidates. The preferred
 allocation still answers (healthy devices first, the unhealthy one only to fill
-the size) and says so in the log and the span; Allocate hands the device out
-while the kubelet cannot yet know (a grace after the message that told it), and
-refuses it after that.
+the size) and says so in the log and the span; a device the kubelet never saw
+healthy is refused. The grace Allocate gives a device that just turned unhealthy
+is timed on a controlled clock against the service alone:
+tests/server/test_service_races.py.
 """
 
 from __future__ import annotations
@@ -15,21 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gpu_device_plugin.allocator import AllocateOptions, in_order_policy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.discovery.fake_config import FakeConfig, fake_uuid, to_inventory
-from gpu_device_plugin.health.publish import publish_snapshot
-from gpu_device_plugin.inventory import Health, SnapshotCell
-from gpu_device_plugin.server.kubelet_view import KubeletView
-from gpu_device_plugin.server.plugin_server import PluginServer
-from gpu_device_plugin.server.service import DevicePluginService
+from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import sdk_tracing
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.spans import SpanRecorder
-from testsupport.waiting import eventually
 
 G = [fake_uuid(i) for i in range(8)]
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"
@@ -52,7 +45,7 @@ def allocate(ids: list[str]) -> pb.AllocateRequest:
     return pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)])
 
 
-async def turned_unhealthy(kubelet: KubeletSim, fake_config: Path, index: int) -> list[str]:
+async def turned_unhealthy(kubelet: StandinKubelet, fake_config: Path, index: int) -> list[str]:
     """What the kubelet saw before (all healthy), after the device went unhealthy on our side."""
     registration = kubelet.registrations[-1]
     seen = [d.ID for d in registration.latest.devices if d.health == "Healthy"]
@@ -62,7 +55,7 @@ async def turned_unhealthy(kubelet: KubeletSim, fake_config: Path, index: int) -
 
 
 async def test_preferred_answers_a_race_with_healthy_devices_first(
-    kubelet: KubeletSim,
+    kubelet: StandinKubelet,
     fake_config: Path,
     start_plugin,
     caplog: pytest.LogCaptureFixture,
@@ -99,7 +92,7 @@ async def test_preferred_answers_a_race_with_healthy_devices_first(
 
 
 async def test_structural_mistakes_are_still_refused_during_a_race(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     start_plugin(fake_config)
     stub = (await kubelet.wait_registered()).stub()
@@ -115,68 +108,8 @@ async def test_structural_mistakes_are_still_refused_during_a_race(
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_allocate_of_a_device_that_just_went_unhealthy(
-    plugin_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Accepted while the kubelet cannot know; refused once the grace after telling it is over."""
-    clock = Clock()
-    inventory = to_inventory(FakeConfig(count=4))
-    cell = SnapshotCell(inventory)
-    service = DevicePluginService(
-        "example.com/gpu",
-        cell,
-        AllocateOptions(),
-        in_order_policy,
-        view=KubeletView(grace_s=1.0, clock=clock),
-    )
-    server = PluginServer(service, plugin_dir / "race.sock")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"unix://{server.socket_path}") as channel:
-            stub = pb_grpc.DevicePluginStub(channel)
-            stream = stub.ListAndWatch(pb.Empty())
-            first = await stream.read()
-            assert all(d.health == "Healthy" for d in first.devices)
-            unhealthy = cell.value.with_health({inventory.devices[2].id: (Health.UNHEALTHY, "XID 79")})
-            publish_snapshot(cell, unhealthy, source="test")
-            update = await stream.read()
-            assert update.devices[2].health == "Unhealthy"
-            caplog.set_level(logging.INFO)
-
-            clock.now += 0.9
-            granted = await stub.Allocate(allocate([G[1], G[2]]), timeout=5)
-            assert granted.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == f"{G[1]},{G[2]}"
-            [note] = [r for r in caplog.records if "just turned unhealthy" in r.getMessage()]
-            assert note.levelno == logging.INFO
-            assert f"{G[2]!r} (told 0.90 s ago)" in note.getMessage()
-
-            clock.now += 0.2
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Allocate(allocate([G[1], G[2]]), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert G[2] in refused.value.details()
-
-            # Healthy again, then unhealthy again: a new race, a new grace.
-            publish_snapshot(cell, inventory, source="test")
-            await stream.read()
-            publish_snapshot(cell, unhealthy, source="test")
-            await stream.read()
-            await stub.Allocate(allocate([G[2]]), timeout=5)
-            stream.cancel()
-    finally:
-        await server.stop(None)
-
-
 async def test_allocate_of_a_device_unhealthy_from_the_start_is_refused(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     # The kubelet never saw it healthy: no race to forgive.
     write_fake_config(fake_config, unhealthy=(3,))
@@ -185,31 +118,3 @@ async def test_allocate_of_a_device_unhealthy_from_the_start_is_refused(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.Allocate(allocate([G[3]]), timeout=5)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-
-
-async def test_a_closed_stream_is_no_longer_a_kubelet_watching(plugin_dir: Path) -> None:
-    """Without an open stream no kubelet is choosing, so no unhealthy device is forgiven."""
-    inventory = to_inventory(FakeConfig(count=2))
-    cell = SnapshotCell(inventory)
-    service = DevicePluginService("example.com/gpu", cell, AllocateOptions(), in_order_policy)
-    server = PluginServer(service, plugin_dir / "streams.sock")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"unix://{server.socket_path}") as channel:
-            stub = pb_grpc.DevicePluginStub(channel)
-            stream = stub.ListAndWatch(pb.Empty())
-            await stream.read()
-            assert service.view.streams == 1
-            stream.cancel()
-            await eventually(lambda: service.view.streams == 0, what="the stream's end seen by the service")
-            # Published after the kubelet went: refused at once.
-            publish_snapshot(
-                cell,
-                inventory.with_health({inventory.devices[1].id: (Health.UNHEALTHY, "XID 79")}),
-                source="test",
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Allocate(allocate([inventory.devices[1].id]), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    finally:
-        await server.stop(None)

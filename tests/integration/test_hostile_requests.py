@@ -16,7 +16,7 @@ import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
-from testsupport.kubelet import KubeletSim
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 G = [fake_uuid(i) for i in range(8)]
 MIB_ID = "GPU-" + "x" * (1 << 20)
@@ -87,7 +87,7 @@ CASES = [
 
 @pytest.mark.parametrize(("rpc", "request_", "phrases"), CASES)
 async def test_absurd_request_gets_a_short_answer_and_a_short_log_line(
-    kubelet: KubeletSim,
+    kubelet: StandinKubelet,
     fake_config: Path,
     start_plugin,
     caplog: pytest.LogCaptureFixture,

@@ -25,7 +25,7 @@ import pytest
 
 from gdp_hack.nvmlfake import FakeDriver, Profile
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from testsupport.kubelet import KubeletSim, Registration
+from gpu_device_plugin.server.kubelet_standin import Registration, StandinKubelet
 
 PLUGIN = [sys.executable, "-m", "gpu_device_plugin.cli"]
 #: Fast health loop so recovery is seen in about a second, not a minute.
@@ -53,7 +53,7 @@ def discover_json(driver: FakeDriver, *extra: str) -> dict:  # type: ignore[type
 class NvmlServe:
     """One `serve --discovery nvml` process and the kubelet it registers with."""
 
-    def __init__(self, process: asyncio.subprocess.Process, kubelet: KubeletSim) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, kubelet: StandinKubelet) -> None:
         self.process = process
         self.kubelet = kubelet
         self.registration: Registration | None = None
@@ -78,12 +78,12 @@ class NvmlServe:
 
 
 @pytest.fixture
-async def nvml_serve(kubelet: KubeletSim) -> AsyncIterator:  # type: ignore[type-arg]
+async def nvml_serve(kubelet: StandinKubelet) -> AsyncIterator:  # type: ignore[type-arg]
     started: list[NvmlServe] = []
 
     async def start(driver: FakeDriver, *extra: str) -> NvmlServe:
         process = await asyncio.create_subprocess_exec(
-            *PLUGIN, "serve", "--discovery", "nvml", "--device-plugin-dir", str(kubelet.folder),
+            *PLUGIN, "serve", "--discovery", "nvml", "--device-plugin-dir", str(kubelet.plugin_dir),
             *FAST_HEALTH, *extra,
             env=driver_env(driver),
             stderr=asyncio.subprocess.PIPE,

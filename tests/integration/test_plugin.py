@@ -12,9 +12,9 @@ import pytest
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.server.sockets import our_sockets
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 
 RESOURCE = "example.com/gpu"
 
@@ -23,13 +23,13 @@ def plugin_sockets(folder: Path) -> list[str]:
     return sorted(p.name for p in our_sockets(folder, RESOURCE))
 
 
-async def test_registers_and_lists_devices(kubelet: KubeletSim, fake_config: Path, start_plugin) -> None:
+async def test_registers_and_lists_devices(kubelet: StandinKubelet, fake_config: Path, start_plugin) -> None:
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
     request = registration.request
     assert request.version == "v1beta1"
     assert request.resource_name == RESOURCE
-    assert (kubelet.folder / request.endpoint).exists()
+    assert (kubelet.plugin_dir / request.endpoint).exists()
     assert "/" not in request.endpoint
     assert request.options.get_preferred_allocation_available
     assert registration.options == request.options
@@ -44,7 +44,7 @@ async def test_waits_for_a_late_kubelet_then_registers(
 ) -> None:
     caplog.set_level(logging.INFO)
     start_plugin(fake_config)
-    sim = KubeletSim(plugin_dir)
+    sim = StandinKubelet(plugin_dir)
     # Let the plugin fail a few attempts against a missing kubelet.sock.
     await asyncio.sleep(0.4)
     waiting = [r for r in caplog.records if "waiting for the kubelet" in r.getMessage()]
@@ -59,7 +59,7 @@ async def test_waits_for_a_late_kubelet_then_registers(
 
 
 async def test_reregisters_after_each_of_three_kubelet_restarts(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     start_plugin(fake_config)
     first = await kubelet.wait_registered(1)
@@ -71,7 +71,7 @@ async def test_reregisters_after_each_of_three_kubelet_restarts(
         assert len(registration.latest.devices) == 8
         # Exactly one plugin socket: the new one; the old server is gone.
         current = [registration.request.endpoint]
-        await kubelet.wait_for(lambda current=current: plugin_sockets(kubelet.folder) == current)
+        await kubelet.wait_for(lambda current=current: plugin_sockets(kubelet.plugin_dir) == current)
     assert len(set(endpoints)) == 4, f"every start needs a fresh socket name: {endpoints}"
     # Device ids are stable across kubelet restarts (the kubelet checkpoints by id).
     assert [d.ID for d in kubelet.registrations[-1].latest.devices] == [
@@ -80,11 +80,13 @@ async def test_reregisters_after_each_of_three_kubelet_restarts(
 
 
 async def test_health_edit_reaches_two_concurrent_streams(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
-    async with grpc.aio.insecure_channel(f"unix://{kubelet.folder / registration.request.endpoint}") as ch:
+    async with grpc.aio.insecure_channel(
+        f"unix://{kubelet.plugin_dir / registration.request.endpoint}"
+    ) as ch:
         stub = pb_grpc.DevicePluginStub(ch)
         streams = [stub.ListAndWatch(pb.Empty()) for _ in range(2)]
         for stream in streams:
@@ -104,7 +106,9 @@ async def test_health_edit_reaches_two_concurrent_streams(
             stream.cancel()
 
 
-async def test_broken_edit_keeps_last_good_list(kubelet: KubeletSim, fake_config: Path, start_plugin) -> None:
+async def test_broken_edit_keeps_last_good_list(
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
+) -> None:
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
     fake_config.write_text("devices: [ {health: Sick} ]\n")
@@ -113,24 +117,24 @@ async def test_broken_edit_keeps_last_good_list(kubelet: KubeletSim, fake_config
     assert len(registration.latest.devices) == 8
 
 
-async def test_shutdown_removes_socket(kubelet: KubeletSim, fake_config: Path, start_plugin) -> None:
+async def test_shutdown_removes_socket(kubelet: StandinKubelet, fake_config: Path, start_plugin) -> None:
     plugin = start_plugin(fake_config)
     registration = await kubelet.wait_registered()
-    assert plugin_sockets(kubelet.folder) == [registration.request.endpoint]
+    assert plugin_sockets(kubelet.plugin_dir) == [registration.request.endpoint]
     await plugin.shutdown()
-    assert plugin_sockets(kubelet.folder) == []
+    assert plugin_sockets(kubelet.plugin_dir) == []
     # The kubelet's stream ended with the server.
     await asyncio.wait_for(registration.stream_task, 2)
 
 
 async def test_stale_socket_of_a_killed_run_is_removed(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
-    stale = kubelet.folder / "example.com-gpu-18c0a7f1e2b-1.sock"
+    stale = kubelet.plugin_dir / "example.com-gpu-18c0a7f1e2b-1.sock"
     import socket as pysocket
 
     with pysocket.socket(pysocket.AF_UNIX) as s:
         s.bind(str(stale))  # a socket file nobody listens on, as SIGKILL leaves it
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
-    assert plugin_sockets(kubelet.folder) == [registration.request.endpoint]
+    assert plugin_sockets(kubelet.plugin_dir) == [registration.request.endpoint]

@@ -11,9 +11,9 @@ import pytest
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.health import fakefile
 from gpu_device_plugin.server.client import CHECKS_DEGRADED, CHECKS_OK, PluginClient
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import Metrics
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.scrape import scrape, value
 from testsupport.waiting import eventually
 
@@ -34,11 +34,11 @@ async def run_cli(*args: str) -> tuple[int, str]:
 
 
 async def test_probe_passes_when_healthy_and_fails_when_not(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     start_plugin(fake_config)
     registration = await kubelet.wait_registered()
-    folder = str(kubelet.folder)
+    folder = str(kubelet.plugin_dir)
     code, out = await run_cli("probe", "--device-plugin-dir", folder, "--preferred", "2")
     assert code == 0, out
     assert f"device {fake_uuid(7)} Healthy numa=1" in out
@@ -65,7 +65,7 @@ async def until_checks(socket: Path, wanted: str, timeout: float = 10.0) -> None
 
 
 async def test_probe_and_metrics_show_degraded_health_checks_until_they_run_again(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, monkeypatch: pytest.MonkeyPatch
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = [True]
     reread = fakefile.FakeFileReader.reread
@@ -79,8 +79,8 @@ async def test_probe_and_metrics_show_degraded_health_checks_until_they_run_agai
     metrics = Metrics()
     start_plugin(fake_config, metrics=metrics, metrics_address="127.0.0.1:0")
     registration = await kubelet.wait_registered()
-    socket = kubelet.folder / registration.request.endpoint
-    folder = str(kubelet.folder)
+    socket = kubelet.plugin_dir / registration.request.endpoint
+    folder = str(kubelet.plugin_dir)
 
     await until_checks(socket, CHECKS_DEGRADED)
     await asyncio.wait_for(metrics.listening.wait(), 5)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.server.sockets import our_sockets
-from testsupport.kubelet import KubeletSim
 from testsupport.process import serve_argv
 
 
@@ -26,22 +26,22 @@ async def start_serve(plugin_dir: Path, config: Path, *extra: str) -> asyncio.su
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_stops_within_two_seconds_and_removes_socket(
-    kubelet: KubeletSim, fake_config: Path, signum: signal.Signals
+    kubelet: StandinKubelet, fake_config: Path, signum: signal.Signals
 ) -> None:
-    process = await start_serve(kubelet.folder, fake_config)
+    process = await start_serve(kubelet.plugin_dir, fake_config)
     registration = await kubelet.wait_registered(timeout=15)
-    assert (kubelet.folder / registration.request.endpoint).exists()
+    assert (kubelet.plugin_dir / registration.request.endpoint).exists()
     started = time.monotonic()
     process.send_signal(signum)
     code = await asyncio.wait_for(process.wait(), 5)
     assert code == 0
     assert time.monotonic() - started < 2.0
-    assert our_sockets(kubelet.folder, "example.com/gpu") == []
+    assert our_sockets(kubelet.plugin_dir, "example.com/gpu") == []
     await asyncio.wait_for(registration.stream_task, 2)
 
 
-async def test_json_logs_one_line_per_lifecycle_event(kubelet: KubeletSim, fake_config: Path) -> None:
-    process = await start_serve(kubelet.folder, fake_config, "--log-format", "json")
+async def test_json_logs_one_line_per_lifecycle_event(kubelet: StandinKubelet, fake_config: Path) -> None:
+    process = await start_serve(kubelet.plugin_dir, fake_config, "--log-format", "json")
     await kubelet.wait_registered(timeout=15)
     process.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.wait_for(process.communicate(), 5)
@@ -80,13 +80,13 @@ SECOND_SIGNAL_CASES = [
 @pytest.mark.parametrize(("signals", "wait_for_shutdown"), SECOND_SIGNAL_CASES)
 @pytest.mark.parametrize("attempt", range(3))
 async def test_a_second_signal_never_skips_clean_up(
-    kubelet: KubeletSim,
+    kubelet: StandinKubelet,
     fake_config: Path,
     signals: tuple[signal.Signals, signal.Signals],
     wait_for_shutdown: bool,
     attempt: int,
 ) -> None:
-    process = await start_serve(kubelet.folder, fake_config)
+    process = await start_serve(kubelet.plugin_dir, fake_config)
     assert process.stderr is not None
     registration = await kubelet.wait_registered(timeout=15)
     first, second = signals
@@ -100,6 +100,6 @@ async def test_a_second_signal_never_skips_clean_up(
     _, rest = await asyncio.wait_for(process.communicate(), 5)
     assert process.returncode == 0, rest.decode()
     assert time.monotonic() - started < 2.0
-    assert our_sockets(kubelet.folder, "example.com/gpu") == []
+    assert our_sockets(kubelet.plugin_dir, "example.com/gpu") == []
     assert "Traceback" not in rest.decode()
     await asyncio.wait_for(registration.stream_task, 2)

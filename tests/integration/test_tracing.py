@@ -11,14 +11,14 @@ from opentelemetry.trace import StatusCode
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import configure_tracing, sdk_tracing, tracing_enabled
-from testsupport.kubelet import KubeletSim
 from testsupport.spans import SpanRecorder
 
 
 async def test_registration_and_rpcs_are_spans(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     registration = await kubelet.wait_registered()
@@ -61,7 +61,7 @@ def test_tracing_is_on_only_when_configured(env: dict[str, str], enabled: bool) 
 
 
 async def test_allocate_and_preferred_spans_answer_the_sres_questions(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     stub = (await kubelet.wait_registered()).stub()
@@ -103,7 +103,7 @@ async def test_allocate_and_preferred_spans_answer_the_sres_questions(
 
 
 async def test_health_change_is_a_span_event_with_device_health_reason_and_xid(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()
@@ -127,7 +127,7 @@ async def test_health_change_is_a_span_event_with_device_health_reason_and_xid(
 
 
 async def test_kubelet_restart_is_a_span(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()

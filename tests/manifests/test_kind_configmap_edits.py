@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from testsupport.kubelet import KubeletSim
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.manifests import only, render_overlay
 
 
@@ -58,7 +58,7 @@ def _with_unhealthy(base: dict[str, object], index: int | None) -> str:
 
 
 async def test_every_configmap_update_reaches_the_plugin(
-    tmp_path: Path, kubelet: KubeletSim, start_plugin
+    tmp_path: Path, kubelet: StandinKubelet, start_plugin
 ) -> None:
     configmap = only(render_overlay("kind"), "ConfigMap")
     (key,) = configmap["data"]

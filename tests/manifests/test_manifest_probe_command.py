@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.manifests import OVERLAYS, env_of, only, render_overlay
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -55,7 +55,7 @@ async def _run(command: tuple[str, ...], env: dict[str, str], plugin_dir: Path) 
 
 
 async def test_probes_pass_while_serving_even_with_an_unhealthy_gpu(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     commands = _probe_commands()
     assert commands
@@ -69,7 +69,7 @@ async def test_probes_pass_while_serving_even_with_an_unhealthy_gpu(
     for registration in kubelet.registrations:
         await kubelet.wait_for(lambda r=registration: r.latest.devices[3].health == "Unhealthy", 2)
     for command, env in commands:
-        code, out = await _run(command, env, kubelet.folder)
+        code, out = await _run(command, env, kubelet.plugin_dir)
         assert code == 0, f"{' '.join(command)} failed with an unhealthy GPU:\n{out}"
 
 

@@ -12,9 +12,9 @@ import grpc
 import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.logs import JsonFormatter
 from gpu_device_plugin.telemetry.tracing import sdk_tracing
-from testsupport.kubelet import KubeletSim
 from testsupport.spans import SpanRecorder
 
 
@@ -56,7 +56,7 @@ def test_a_line_inside_a_span_names_it_and_one_outside_does_not(
 
 
 async def test_a_refused_allocate_logs_under_its_rpc_span(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, json_lines: io.StringIO, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, json_lines: io.StringIO, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     stub = (await kubelet.wait_registered()).stub()

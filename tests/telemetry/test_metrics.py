@@ -19,10 +19,10 @@ from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.xid import describe_xid
 from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import Metrics, NullMetrics, parse_address
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.scrape import scrape, value
 from testsupport.spans import SpanRecorder
 from testsupport.waiting import eventually
@@ -42,7 +42,7 @@ def allocate(*ids: str) -> pb.AllocateRequest:
 
 
 async def test_allocations_are_counted_by_result_with_latency(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     write_fake_config(fake_config, unhealthy=(7,))
     metrics = await start_with_metrics(start_plugin, fake_config)
@@ -69,7 +69,7 @@ async def test_allocations_are_counted_by_result_with_latency(
 
 
 async def test_preferred_allocations_are_counted_by_result(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     metrics = await start_with_metrics(start_plugin, fake_config)
     stub = (await kubelet.wait_registered()).stub()
@@ -91,7 +91,7 @@ async def test_preferred_allocations_are_counted_by_result(
 
 
 async def test_health_change_is_counted_and_the_device_gauge_follows(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     metrics = await start_with_metrics(start_plugin, fake_config)
     await kubelet.wait_registered()
@@ -116,7 +116,7 @@ async def test_health_change_is_counted_and_the_device_gauge_follows(
 
 
 async def test_refused_registrations_and_kubelet_restarts_are_counted(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     kubelet.refuse_with = grpc.StatusCode.PERMISSION_DENIED
     metrics = await start_with_metrics(start_plugin, fake_config)
@@ -138,7 +138,7 @@ async def test_refused_registrations_and_kubelet_restarts_are_counted(
 
 
 async def test_endpoint_closes_when_the_plugin_stops(
-    kubelet: KubeletSim, fake_config: Path, start_plugin
+    kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
     metrics = Metrics()
     plugin = start_plugin(fake_config, metrics=metrics, metrics_address="127.0.0.1:0")

@@ -17,8 +17,8 @@ import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
-from testsupport.kubelet import KubeletSim
 from testsupport.otlp import OtlpReceiver, ReceivedSpan
 from testsupport.process import serve_argv
 
@@ -60,9 +60,9 @@ def allocates(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
 
 
 async def test_registration_and_allocate_spans_reach_an_otlp_receiver(
-    kubelet: KubeletSim, fake_config: Path, receiver: OtlpReceiver
+    kubelet: StandinKubelet, fake_config: Path, receiver: OtlpReceiver
 ) -> None:
-    process = await start_exporting_plugin(kubelet.folder, fake_config, receiver.endpoint)
+    process = await start_exporting_plugin(kubelet.plugin_dir, fake_config, receiver.endpoint)
     try:
         registration = await kubelet.wait_registered(timeout=15)
         stub = registration.stub()
@@ -122,13 +122,15 @@ def busy_cpus(count: int) -> Iterator[None]:
 
 
 async def test_every_span_arrives_and_serve_exits_cleanly_with_the_cpus_busy(
-    kubelet: KubeletSim, fake_config: Path, receiver: OtlpReceiver
+    kubelet: StandinKubelet, fake_config: Path, receiver: OtlpReceiver
 ) -> None:
     calls = 100
     with busy_cpus(2):
         # The batch processor's default 5 s delay: most spans are still queued at SIGTERM,
         # so it is the SDK's shutdown flush that must deliver them.
-        process = await start_exporting_plugin(kubelet.folder, fake_config, receiver.endpoint, delay_ms=None)
+        process = await start_exporting_plugin(
+            kubelet.plugin_dir, fake_config, receiver.endpoint, delay_ms=None
+        )
         try:
             stub = (await kubelet.wait_registered(timeout=60)).stub()
             request = pb.AllocateRequest(

@@ -16,6 +16,7 @@ from gpu_device_plugin import __version__
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import RPC_BUCKETS, Metrics
 from gpu_device_plugin.telemetry.otlp_metrics import (
     OtlpMetrics,
@@ -23,7 +24,6 @@ from gpu_device_plugin.telemetry.otlp_metrics import (
     metrics_exporter_name,
 )
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.otlp import OtlpReceiver, ReceivedPoint
 from testsupport.process import serve_argv
 from testsupport.scrape import scrape, value
@@ -68,7 +68,7 @@ def allocate(*ids: str) -> pb.AllocateRequest:
 
 
 async def test_otlp_carries_the_same_numbers_as_the_prometheus_endpoint(
-    kubelet: KubeletSim,
+    kubelet: StandinKubelet,
     fake_config: Path,
     start_plugin: Callable[..., object],
     receiver: OtlpReceiver,
@@ -135,7 +135,7 @@ async def test_otlp_carries_the_same_numbers_as_the_prometheus_endpoint(
 
 
 async def test_serve_pushes_metrics_when_the_environment_asks_and_flushes_on_exit(
-    kubelet: KubeletSim, fake_config: Path, receiver: OtlpReceiver
+    kubelet: StandinKubelet, fake_config: Path, receiver: OtlpReceiver
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env |= {
@@ -146,7 +146,7 @@ async def test_serve_pushes_metrics_when_the_environment_asks_and_flushes_on_exi
         "OTEL_METRIC_EXPORT_INTERVAL": "600000",  # only the push at exit
     }
     process = await asyncio.create_subprocess_exec(
-        *serve_argv(fake_config, kubelet.folder), env=env, stderr=asyncio.subprocess.PIPE
+        *serve_argv(fake_config, kubelet.plugin_dir), env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
         stub = (await kubelet.wait_registered(timeout=15)).stub()

@@ -15,10 +15,10 @@ from gpu_device_plugin.discovery.factory import initial_inventory
 from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import sdk_tracing
 from testsupport.fakegpus import write_fake_config
-from testsupport.kubelet import KubeletSim
 from testsupport.spans import SpanRecorder
 
 ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
@@ -40,7 +40,7 @@ class BrokenBackend:
 
 
 async def test_discovery_is_a_span_with_backend_and_counts(
-    kubelet: KubeletSim, plugin_dir: Path, tmp_path: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, plugin_dir: Path, tmp_path: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     config = tmp_path / "gpus.yaml"
     write_fake_config(config, count=4, unhealthy=(2,))
@@ -77,7 +77,7 @@ def test_failed_discovery_is_an_error_span_saying_why(
 
 
 async def test_registration_after_a_kubelet_restart_is_a_child_of_the_restart(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     await kubelet.wait_registered()
@@ -98,7 +98,7 @@ async def test_registration_after_a_kubelet_restart_is_a_child_of_the_restart(
 
 
 async def test_list_and_watch_is_one_span_per_stream_with_an_event_per_update(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     registration = await kubelet.wait_registered()
@@ -126,7 +126,7 @@ async def test_list_and_watch_is_one_span_per_stream_with_an_event_per_update(
     ],
 )
 async def test_allocate_span_says_what_the_container_was_given(
-    kubelet: KubeletSim,
+    kubelet: StandinKubelet,
     fake_config: Path,
     start_plugin,
     options: AllocateOptions,
@@ -144,7 +144,7 @@ async def test_allocate_span_says_what_the_container_was_given(
 
 
 async def test_preferred_allocation_span_names_the_policy(
-    kubelet: KubeletSim, fake_config: Path, start_plugin, recorder: SpanRecorder
+    kubelet: StandinKubelet, fake_config: Path, start_plugin, recorder: SpanRecorder
 ) -> None:
     start_plugin(fake_config, tracing=sdk_tracing(recorder.provider))
     stub = (await kubelet.wait_registered()).stub()

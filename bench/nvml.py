@@ -11,7 +11,7 @@
    short quiet period and with the default one (60 s; --quick skips it), one
    fault per GPU. It should take the quiet period plus at most one probe interval.
 
-Usage: python bench/nvml.py [--out FILE] [--quick]
+Usage: python -m gdp_bench.nvml [--out FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ from typing import Any
 
 import grpc
 import yaml
-from common import emit, percentiles, progress, scratch_folder
 
+from gdp_bench.common import emit, percentiles, progress, scratch_folder
+from gdp_hack.nvmlfake import FakeDriver, build, load
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hack"))
-from nvmlfake import FakeDriver, build, load
 
 DISCOVERY_CHILD = r"""
 import json, resource, sys, time
@@ -122,7 +120,7 @@ async def with_serve(
 ) -> tuple[asyncio.subprocess.Process, StandinKubelet, grpc.aio.Channel, Stream]:
     plugin_dir = folder / f"plugins-{quiet_s:g}"
     plugin_dir.mkdir()
-    kubelet = StandinKubelet(plugin_dir)
+    kubelet = StandinKubelet(plugin_dir, follow=False)  # the bench follows its own stream
     await kubelet.__aenter__()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gpu_device_plugin.cli", "serve", "--discovery", "nvml",
@@ -131,7 +129,7 @@ async def with_serve(
         env={**os.environ, **driver.env(), "OTEL_SDK_DISABLED": "true"},
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    request = await asyncio.wait_for(kubelet.requests.get(), 60)
+    request = (await kubelet.wait_registered(timeout=60)).request
     channel = grpc.aio.insecure_channel(f"unix://{plugin_dir / request.endpoint}")
     stream = Stream(channel)
     await stream.until(driver.profile.devices[0].uuid, "Healthy", 30)

@@ -62,7 +62,7 @@ def stale_files() -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gdp_hack.genproto", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if committed stubs are stale")
     if parser.parse_args().check:
         stale = stale_files()

@@ -185,7 +185,7 @@ def validate(kubectl: Kubectl, overlays: Sequence[str]) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gdp_hack.manifests", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     render_cmd = commands.add_parser("render", help="write <out>/<overlay>.yaml for every overlay")
     render_cmd.add_argument("--out", type=Path, default=DEFAULT_OUT)

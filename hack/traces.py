@@ -25,7 +25,9 @@ STANDARD_PORTS = {"otlp_grpc_port": 4317, "otlp_http_port": 4318, "query_port": 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gdp_hack.traces", description=(__doc__ or "").splitlines()[0]
+    )
     parser.add_argument("--free-ports", action="store_true", help="pick free ports, not 4317/4318/16686")
     parser.add_argument("--logs", type=Path, help="folder for its config and log (default: a new temp one)")
     args = parser.parse_args()

@@ -303,25 +303,8 @@ async def test_gpus_without_events_are_still_watched_by_probes(fake_driver: Fake
 # ------------------------------------------------------------------ no usable NVML
 
 
-@pytest.mark.parametrize("fake_driver", ["pcie-4gpu"], indirect=True)
-def test_init_failure_exits_1_with_the_reason(fake_driver: FakeDriver, plugin_dir: Path) -> None:
-    fake_driver.fail_init()
-    result = subprocess.run(
-        [*PLUGIN, "serve", "--discovery", "nvml", "--device-plugin-dir", str(plugin_dir)],
-        env=driver_env(fake_driver),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "NVML could not be initialised" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert list(plugin_dir.iterdir()) == []
-
-
-def test_missing_library_exits_1_naming_what_to_check(plugin_dir: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path), "OTEL_SDK_DISABLED": "true"}
+def serve_without_nvml(env: dict[str, str], plugin_dir: Path) -> str:
+    """`serve` where NVML cannot start: it must exit 1 with one clear line and leave nothing behind."""
     result = subprocess.run(
         [*PLUGIN, "serve", "--discovery", "nvml", "--device-plugin-dir", str(plugin_dir)],
         env=env,
@@ -330,10 +313,21 @@ def test_missing_library_exits_1_naming_what_to_check(plugin_dir: Path, tmp_path
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
-    assert "libnvidia-ml.so.1" in result.stderr
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert list(plugin_dir.iterdir()) == []
+    return result.stderr
+
+
+@pytest.mark.parametrize("fake_driver", ["pcie-4gpu"], indirect=True)
+def test_init_failure_exits_1_with_the_reason(fake_driver: FakeDriver, plugin_dir: Path) -> None:
+    fake_driver.fail_init()
+    assert "NVML could not be initialised" in serve_without_nvml(driver_env(fake_driver), plugin_dir)
+
+
+def test_missing_library_exits_1_naming_what_to_check(plugin_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path), "OTEL_SDK_DISABLED": "true"}
+    assert "libnvidia-ml.so.1" in serve_without_nvml(env, plugin_dir)
 
 
 @pytest.mark.parametrize("fake_driver", ["pcie-4gpu"], indirect=True)

@@ -22,6 +22,7 @@ from click.core import ParameterSource
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import exitcodes
+from gpu_device_plugin.cli.nvidia_file import load_config_file, log_effective_config
 from gpu_device_plugin.cli.oneline import (
     BoundedInt,
     FiniteFloat,
@@ -239,6 +240,14 @@ def main() -> None:
     callback=_load_config_file,
     help="YAML file of flag values (keys are flag names); flags and env vars win over it.",
 )
+@env_option(
+    "--config-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    is_eager=True,
+    expose_value=False,
+    callback=load_config_file,
+    help="NVIDIA k8s-device-plugin's config file (version: v1), unchanged; flags and env vars win over it.",
+)
 @discovery_options
 @env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>.")
 @env_option(
@@ -339,6 +348,7 @@ def serve(**flags: Any) -> None:
             cluster=cluster_config(flags),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
+        log_effective_config(flags)
         otlp_metrics = configure_otlp_metrics()
         tracing = configure_tracing()
         try:

@@ -32,6 +32,10 @@ def one_line(text: str) -> str:
 
 
 def remember_config_file(ctx: click.Context, path: Path, keys: dict[str, str]) -> None:
+    """Note the file the defaults came from; a second one (--config and --config-file) is refused."""
+    if CONFIG_FILE in ctx.meta:
+        first, _ = ctx.meta[CONFIG_FILE]
+        raise click.UsageError(f"--config and --config-file both given ({first}, {path}): give one", ctx)
     ctx.meta[CONFIG_FILE] = (path, keys)
 
 

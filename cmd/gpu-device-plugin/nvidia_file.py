@@ -1,0 +1,218 @@
+"""`serve --config-file`: NVIDIA's config file, mapped onto our flags.
+
+The file is read by nvidia_config.py; here each key it sets becomes the click
+default of the flag it means, so a flag or an environment variable still wins
+over it (flag > env > file > default, as with --config). A key this plugin
+cannot honour yet is refused, exit 2, in one line naming the file and the key
+and saying why; a key that changes nothing a device plugin does (GPU Feature
+Discovery's, CDI spec generation's) is accepted and named once in the start-up
+log. Nothing here starts anything: it only fills the command's default_map.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from pydantic.alias_generators import to_camel
+
+from gpu_device_plugin import nvidia_config
+from gpu_device_plugin.cli.oneline import CONFIG_FILE, ReportedUsageError, remember_config_file
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.nvidia_config import NvidiaConfig, ReplicatedResources
+
+log = logging.getLogger(__name__)
+
+PLANNED = "is not supported yet (planned: issue 16)"
+# What our --device-list-strategy offers, in NVIDIA's words.
+LIST_STRATEGIES = ("envvar", "cdi-cri")
+# ctx.meta key: the file's keys accepted without effect, named in the start-up log.
+IGNORED_KEYS = "gpu_device_plugin.nvidia_file.ignored"
+
+
+@dataclass
+class FlagDefaults:
+    """What a file sets: click parameter name -> value, and -> the key that set it."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+    def set(self, param: str, value: Any, key: str) -> None:
+        self.values[param] = value
+        self.keys[param] = key
+
+
+def flag_defaults(config: NvidiaConfig) -> FlagDefaults:
+    """Our flags' values from the file; ConfigError(key, reason) for what we cannot do yet."""
+    out = FlagDefaults()
+    _flags(config, out)
+    _resources(config, out)
+    _sharing("sharing.timeSlicing", config.sharing.timeSlicing)
+    _sharing("sharing.mps", config.sharing.mps)
+    if config.imex.channelIDs:
+        raise ConfigError("imex.channelIDs", "IMEX channels are not supported")
+    _ours(config, out)
+    return out
+
+
+def _flags(config: NvidiaConfig, out: FlagDefaults) -> None:
+    flags = config.flags
+    if flags.migStrategy not in (None, "none"):
+        raise ConfigError("flags.migStrategy", f"{flags.migStrategy} {PLANNED}")
+    if flags.failOnInitError is not None:
+        out.set("fail_on_init_error", flags.failOnInitError, "flags.failOnInitError")
+    if flags.nvidiaDriverRoot is not None:
+        out.set("driver_root", flags.nvidiaDriverRoot, "flags.nvidiaDriverRoot")
+    driver_root = flags.nvidiaDriverRoot or "/"
+    if flags.nvidiaDevRoot not in (None, "", driver_root):
+        raise ConfigError(
+            "flags.nvidiaDevRoot",
+            f"{flags.nvidiaDevRoot} is not supported: the /dev/nvidia* nodes are found under "
+            f"flags.nvidiaDriverRoot ({driver_root}); leave it out or make it the same",
+        )
+    for key, what in (
+        ("gdsEnabled", "GPUDirect Storage"),
+        ("mofedEnabled", "MOFED"),
+        ("gdrcopyEnabled", "GDRCopy"),
+    ):
+        if getattr(flags, key):
+            raise ConfigError(f"flags.{key}", f"true is not supported: {what} devices are not injected")
+    if flags.deviceDiscoveryStrategy == "tegra":
+        raise ConfigError("flags.deviceDiscoveryStrategy", "tegra is not supported (auto and nvml are)")
+    # auto and nvml: what --discovery nvml does; mpsRoot: only read with sharing.mps;
+    # useNodeFeatureAPI: how GFD publishes its labels.
+    out.ignored += _present("flags", flags, ("deviceDiscoveryStrategy", "mpsRoot", "useNodeFeatureAPI"))
+    if flags.gfd is not None:
+        out.ignored.append("flags.gfd")
+    plugin = flags.plugin
+    if plugin is None:
+        return
+    if plugin.passDeviceSpecs is not None:
+        out.set("pass_device_specs", plugin.passDeviceSpecs, "flags.plugin.passDeviceSpecs")
+    if plugin.deviceIDStrategy is not None:
+        out.set("device_id_strategy", plugin.deviceIDStrategy, "flags.plugin.deviceIDStrategy")
+    strategies = plugin.device_list_strategies
+    unsupported = [s for s in strategies if s not in LIST_STRATEGIES]
+    if unsupported or len(strategies) > 1:
+        shown = unsupported[0] if unsupported else ", ".join(strategies)
+        raise ConfigError(
+            "flags.plugin.deviceListStrategy",
+            f"{shown} is not supported: one of {' or '.join(LIST_STRATEGIES)}, not several",
+        )
+    if strategies:
+        out.set("device_list_strategy", strategies[0], "flags.plugin.deviceListStrategy")
+    if plugin.kubeletSocket is not None:
+        socket = PurePosixPath(plugin.kubeletSocket)
+        if socket.name != "kubelet.sock":
+            raise ConfigError(
+                "flags.plugin.kubeletSocket",
+                f"{socket} is not supported: the kubelet's socket must be <folder>/kubelet.sock",
+            )
+        out.set("device_plugin_dir", str(socket.parent), "flags.plugin.kubeletSocket")
+    # CDI spec generation (cdiAnnotationPrefix only matters with cdi-annotations, which is
+    # refused) and the driver's mount point in NVIDIA's own pod: this plugin reads the
+    # driver at flags.nvidiaDriverRoot in its container and generates no CDI spec.
+    out.ignored += _present(
+        "flags.plugin",
+        plugin,
+        ("cdiAnnotationPrefix", "nvidiaCTKPath", "containerDriverRoot", "cdiFeatureFlags"),
+    )
+
+
+def _present(prefix: str, section: Any, keys: Iterable[str]) -> list[str]:
+    return [f"{prefix}.{k}" for k in keys if getattr(section, k) is not None]
+
+
+def _resources(config: NvidiaConfig, out: FlagDefaults) -> None:
+    gpus = config.resources.gpus
+    if config.resources.mig:
+        raise ConfigError("resources.mig", f"MIG resources {PLANNED}")
+    if not gpus:
+        return
+    # One name for every GPU is what --resource-name is; per-pattern names need a
+    # resource manager per name (planned with MIG and sharing).
+    if len(gpus) > 1 or gpus[0].pattern != "*":
+        key = "resources.gpus" if len(gpus) > 1 else "resources.gpus[0].pattern"
+        raise ConfigError(
+            key, f"only one entry with pattern '*' is supported; naming GPUs by pattern {PLANNED}"
+        )
+    out.set("resource_name", gpus[0].name, "resources.gpus[0].name")
+
+
+def _sharing(key: str, section: ReplicatedResources | None) -> None:
+    # renameByDefault and failRequestsGreaterThanOne without resources share nothing.
+    if section is not None and section.resources:
+        raise ConfigError(f"{key}.resources", f"sharing GPUs {PLANNED}")
+
+
+def _ours(config: NvidiaConfig, out: FlagDefaults) -> None:
+    ours = config.ours
+    if ours is None:
+        return
+    for name, value in ours.model_dump(exclude_none=True).items():
+        key = f"{nvidia_config.OUR_SECTION}.{to_camel(name)}"
+        if name in out.values:
+            raise ConfigError(key, f"is also set by {out.keys[name]}: give one")
+        if name == "health_ignore_xids" and isinstance(value, list):
+            value = ",".join(str(x) for x in value)
+        out.set(name, value, key)
+
+
+def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """Callback of `serve --config-file`: the file's values become the flags' defaults."""
+    if value is None:
+        return None
+    try:
+        defaults = flag_defaults(nvidia_config.load(value))
+    except ConfigError as err:
+        where = f"{value}: {err.field}" if err.field else str(value)
+        raise ReportedUsageError(f"bad configuration: {where}: {err.reason}") from err
+    # Refuses a second file (--config as well): which one wins would need a rule nobody
+    # would guess.
+    remember_config_file(ctx, value, defaults.keys)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults.values}
+    ctx.meta[IGNORED_KEYS] = defaults.ignored
+    return value
+
+
+def effective_config_line(ctx: click.Context, flags: dict[str, Any]) -> str:
+    """One line: every serve flag's value and where it came from (flag, env, file or default)."""
+    chosen: list[str] = []
+    defaults: list[str] = []
+    file_keys: dict[str, str] = {}
+    path: Path | None = None
+    if CONFIG_FILE in ctx.meta:
+        path, file_keys = ctx.meta[CONFIG_FILE]
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name not in flags:
+            continue
+        shown = f"{name.replace('_', '-')}={flags[name]}"
+        source = ctx.get_parameter_source(name)
+        if source is ParameterSource.COMMANDLINE:
+            chosen.append(f"{shown} (flag)")
+        elif source is ParameterSource.ENVIRONMENT:
+            chosen.append(f"{shown} (env {param.envvar})")
+        elif source is ParameterSource.DEFAULT_MAP:
+            chosen.append(f"{shown} (file: {file_keys.get(name, name)})")
+        else:
+            defaults.append(shown)
+    line = f"configuration{f' (file: {path})' if path else ''}: {', '.join(chosen) or 'all defaults'}"
+    if chosen and defaults:
+        line += f"; defaults: {', '.join(defaults)}"
+    ignored = ctx.meta.get(IGNORED_KEYS) or []
+    if ignored:
+        line += f"; file keys accepted without effect on a device plugin: {', '.join(ignored)}"
+    return line
+
+
+def log_effective_config(flags: dict[str, Any]) -> None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        log.info("%s", effective_config_line(ctx, flags))

@@ -22,7 +22,7 @@ from click.core import ParameterSource
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import exitcodes
-from gpu_device_plugin.cli.nvidia_file import load_config_file, log_effective_config
+from gpu_device_plugin.cli.nvidia_file import effective_config, load_config_file
 from gpu_device_plugin.cli.oneline import (
     BoundedInt,
     FiniteFloat,
@@ -348,11 +348,12 @@ def serve(**flags: Any) -> None:
             cluster=cluster_config(flags),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
-        log_effective_config(flags)
         otlp_metrics = configure_otlp_metrics()
         tracing = configure_tracing()
         try:
-            asyncio.run(run_serve(config, tracing, otlp_metrics=otlp_metrics))
+            asyncio.run(
+                run_serve(config, tracing, otlp_metrics=otlp_metrics, config_line=effective_config(flags))
+            )
         finally:
             # The queued spans' last export, then the metrics': each bounded by its exporter's
             # timeout (OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]TIMEOUT, 10 s by default), within

@@ -6,12 +6,13 @@ over it (flag > env > file > default, as with --config). A key this plugin
 cannot honour yet is refused, exit 2, in one line naming the file and the key
 and saying why; a key that changes nothing a device plugin does (GPU Feature
 Discovery's, CDI spec generation's) is accepted and named once in the start-up
-log. Nothing here starts anything: it only fills the command's default_map.
+line, which lists every flag's value and where it came from (logged by serve
+once the environment checks have passed, so a refusal stays one line). Nothing
+here starts anything: it only fills the command's default_map.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,8 +26,6 @@ from gpu_device_plugin import nvidia_config
 from gpu_device_plugin.cli.oneline import CONFIG_FILE, ReportedUsageError, remember_config_file
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.nvidia_config import NvidiaConfig, ReplicatedResources
-
-log = logging.getLogger(__name__)
 
 PLANNED = "is not supported yet (planned: issue 16)"
 # What our --device-list-strategy offers, in NVIDIA's words.
@@ -212,7 +211,7 @@ def effective_config_line(ctx: click.Context, flags: dict[str, Any]) -> str:
     return line
 
 
-def log_effective_config(flags: dict[str, Any]) -> None:
+def effective_config(flags: dict[str, Any]) -> str | None:
+    """effective_config_line for the command being run; None outside one."""
     ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        log.info("%s", effective_config_line(ctx, flags))
+    return None if ctx is None else effective_config_line(ctx, flags)

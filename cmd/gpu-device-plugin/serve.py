@@ -48,10 +48,13 @@ async def serve(
     *,
     metrics: Metrics | None = None,
     otlp_metrics: MetricsSink | None = None,
+    config_line: str | None = None,
 ) -> None:
     """Run until stopped. `metrics`: the object to record into when --metrics-address is set
     (tests pass their own to read its URL); made here when not given. `otlp_metrics`: the
-    OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both."""
+    OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both.
+    `config_line`: the effective configuration, logged once discovery has started (so that
+    every refusal at start stays one line)."""
     # What the environment can refuse (the folder, the metrics port) is tried first,
     # so a bad one exits 2 before discovery, any server or any registration.
     check_plugin_dir(config.device_plugin_dir, config.resource_name)
@@ -59,7 +62,9 @@ async def serve(
     if config.metrics_address is not None:
         endpoint = MetricsEndpoint(metrics or Metrics(), config.metrics_address)
     try:
-        await _serve(config, tracing, stop, endpoint=endpoint, otlp_metrics=otlp_metrics)
+        await _serve(
+            config, tracing, stop, endpoint=endpoint, otlp_metrics=otlp_metrics, config_line=config_line
+        )
     finally:
         if endpoint is not None:
             await endpoint.close()
@@ -72,11 +77,14 @@ async def _serve(
     *,
     endpoint: MetricsEndpoint | None,
     otlp_metrics: MetricsSink | None,
+    config_line: str | None = None,
 ) -> None:
     backend = make_backend(config.discovery)
     inventory = initial_inventory(
         backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
     )
+    if config_line is not None:
+        log.info("%s", config_line)
     cell = SnapshotCell(inventory)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]

@@ -8,7 +8,6 @@ where each value came from.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -53,6 +52,18 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
 
     monkeypatch.setattr(serve_module, "serve", record)
     return configs
+
+
+@pytest.fixture
+def config_lines(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Stands in for the daemon: records the configuration line it would log at start."""
+    lines: list[str | None] = []
+
+    async def record(_config: ServeConfig, *_: object, config_line: str | None = None, **__: object) -> None:
+        lines.append(config_line)
+
+    monkeypatch.setattr(serve_module, "serve", record)
+    return lines
 
 
 @pytest.fixture
@@ -134,17 +145,16 @@ def test_flag_beats_env_beats_file(
     assert config.discovery.fail_on_init_error is fail_on_init_error
 
 
-def test_the_effective_config_is_logged_once_with_its_sources(
-    nvidia_file: Path, served: list[ServeConfig], caplog: pytest.LogCaptureFixture
+def test_the_effective_config_says_where_each_value_came_from(
+    nvidia_file: Path, config_lines: list[str | None]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gpu_device_plugin.cli.nvidia_file")
-
     result = run(
         "serve", "--config-file", str(nvidia_file), "--log-level", "info", env={"GPU_DP_CDI_KIND": "x/y"}
     )
 
     assert result.exit_code == 0, result.output
-    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("configuration")]
+    (line,) = config_lines
+    assert line is not None
     assert line.startswith(f"configuration (file: {nvidia_file}): ")
     assert "resource-name=nvidia.com/gpu (file: resources.gpus[0].name)" in line
     assert "fail-on-init-error=False (file: flags.failOnInitError)" in line
@@ -266,17 +276,15 @@ def test_as_a_process_the_refusal_is_one_line(tmp_path: Path) -> None:
     one_error_line(result.stderr, "mps.yaml: sharing.mps.resources: sharing GPUs is not supported yet")
 
 
-def test_keys_without_effect_are_named_once_at_start(
-    served: list[ServeConfig], caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="gpu_device_plugin.cli.nvidia_file")
-
+def test_keys_without_effect_are_named_in_the_start_line(config_lines: list[str | None]) -> None:
     result = run("serve", *FAKE, "--config-file", str(FIXTURES / "shared-with-gfd.yaml"))
 
     assert result.exit_code == 0, result.output
-    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("configuration")]
+    (line,) = config_lines
+    assert line is not None
+    assert "healthQuietPeriod=" not in line
+    assert "health-quiet-period=30.0 (file: gpuDevicePlugin.healthQuietPeriod)" in line
     assert line.endswith(
         "file keys accepted without effect on a device plugin: "
         "flags.useNodeFeatureAPI, flags.gfd, flags.plugin.containerDriverRoot"
     )
-    assert served[0].health.recovery.quiet_period_s == 30.0

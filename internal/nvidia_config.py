@@ -220,6 +220,14 @@ class OurFlags(_Section):
 
 
 OUR_SECTION = "gpuDevicePlugin"
+# Our flags that NVIDIA's file already has a key for: set there, never in our section.
+NVIDIA_KEYS = {
+    "failOnInitError": "flags.failOnInitError",
+    "driverRoot": "flags.nvidiaDriverRoot",
+    "passDeviceSpecs": "flags.plugin.passDeviceSpecs",
+    "deviceListStrategy": "flags.plugin.deviceListStrategy",
+    "deviceIdStrategy": "flags.plugin.deviceIDStrategy",
+}
 
 
 class NvidiaConfig(_Section):
@@ -337,6 +345,8 @@ def _unknown_key(loc: tuple[int | str, ...]) -> str:
         section = _child_model(section, str(part)) or section
     known = [f.alias or name for name, f in section.model_fields.items()]
     if section is OurFlags:
+        if loc[-1] in NVIDIA_KEYS:
+            return f"is NVIDIA's setting: set {NVIDIA_KEYS[str(loc[-1])]} instead"
         known = [to_camel(name) for name in OurFlags.model_fields]
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     hint = f"; did you mean {close[0]}?" if close else f"; known here: {', '.join(sorted(known))}"

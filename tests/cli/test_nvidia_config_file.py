@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cli_support import environment_without_our_variables, one_error_line
 from click.testing import CliRunner, Result
+from pydantic.alias_generators import to_snake
 
 from gpu_device_plugin.allocator import DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import main as cli_main
@@ -23,7 +24,7 @@ from gpu_device_plugin.cli import serve as serve_module
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cli.main import serve as serve_command
 from gpu_device_plugin.config import ServeConfig
-from gpu_device_plugin.nvidia_config import OurFlags
+from gpu_device_plugin.nvidia_config import NVIDIA_KEYS, OurFlags
 
 FIXTURES = Path(__file__).parent.parent / "config" / "fixtures" / "nvidia"
 FAKE = ("--discovery", "fake", "--fake-devices", "2")
@@ -240,13 +241,7 @@ def test_both_files_are_refused(
 
 def test_every_serve_flag_has_a_key_in_the_file() -> None:
     # A new flag without a key would be the one setting the file cannot make.
-    from_nvidia = {
-        "fail_on_init_error",
-        "driver_root",
-        "pass_device_specs",
-        "device_list_strategy",
-        "device_id_strategy",
-    }
+    from_nvidia = {to_snake(k) for k in NVIDIA_KEYS}
     flags = {p.name for p in serve_command.params if p.expose_value}
 
     assert flags == set(OurFlags.model_fields) | from_nvidia

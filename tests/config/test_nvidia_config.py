@@ -162,6 +162,12 @@ def test_the_model_keeps_what_later_parts_need() -> None:
         ),
         pytest.param({"resourceName": "a.b/c"}, "resourceName", "go under gpuDevicePlugin", id="ours-at-top"),
         pytest.param(
+            {"gpuDevicePlugin": {"driverRoot": "/"}},
+            "gpuDevicePlugin.driverRoot",
+            "is NVIDIA's setting: set flags.nvidiaDriverRoot instead",
+            id="nvidia-key-in-ours",
+        ),
+        pytest.param(
             {"flags": {"failOnInitError": "true"}},
             "flags.failOnInitError",
             "must be true or false",

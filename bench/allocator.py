@@ -41,8 +41,8 @@ from gpu_device_plugin.allocator import (
     preferred_allocation,
     topology_policy,
 )
-from gpu_device_plugin.discovery.fake_config import FakeConfig, to_inventory
-from gpu_device_plugin.discovery.fake_topology import FakeTopology
+from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
+from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.server.client import PluginClient
 from gpu_device_plugin.server.plugin_server import PluginServer

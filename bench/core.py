@@ -26,7 +26,7 @@ import yaml
 from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 DEVICES = 8

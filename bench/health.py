@@ -27,7 +27,7 @@ from gdp_bench.common import emit, percentiles, progress, scratch_folder
 from gpu_device_plugin.allocator import AllocateOptions, in_order_policy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.discovery.fake_config import FakeConfig, fake_uuid, to_inventory
+from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.inventory import Health, SnapshotCell
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet

@@ -48,7 +48,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_se
 from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
 from gdp_bench.core import DEVICES, allocate_request, time_allocate
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 VARIANTS = ("off", "tracing", "metrics", "metrics_scraped", "metrics_otlp")

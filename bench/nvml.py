@@ -45,7 +45,7 @@ def rss_mib():
             return int(line.split()[1]) / 1024
 
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
-from gpu_device_plugin.discovery.factory import make_backend
+from gpu_device_plugin.discovery.initial import make_backend
 before = rss_mib()
 backend = make_backend(DiscoveryConfig(kind=DiscoveryKind.NVML))
 started = time.perf_counter()

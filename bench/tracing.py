@@ -55,7 +55,7 @@ from gdp_bench.common import emit, progress, scratch_folder, serve_argv
 from gdp_bench.core import DEVICES, allocate_request
 from gdp_bench.latency import peak_rss_mib
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 # The tests' OTLP receiver: the collector's own service definition, in process.

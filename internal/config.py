@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.cluster.feature_labels import DEFAULT_LABEL_PREFIX, check_label_prefix
 from gpu_device_plugin.cluster.kubeconfig import check_kubeconfig
-from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX, check_label_prefix
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.tracker import RecoveryPolicy
-from gpu_device_plugin.health.xid import XidPolicy
+from gpu_device_plugin.health.xid import IgnoredXids
 from gpu_device_plugin.telemetry.metrics import parse_address
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
@@ -116,8 +116,8 @@ class HealthChecks(enum.StrEnum):
 class HealthConfig:
     checks: HealthChecks = HealthChecks.ALL
     """all: NVML events and probes (nvml) or file edits (fake); none/disabled: devices stay Healthy."""
-    xids: XidPolicy = field(default_factory=XidPolicy)
-    """XIDs caused by applications, which leave a device healthy."""
+    ignored_xids: IgnoredXids = field(default_factory=IgnoredXids)
+    """XIDs that leave a device healthy (caused by applications, not the GPU)."""
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     """When an unhealthy device may become Healthy again."""
     probe_interval_s: float = 10.0

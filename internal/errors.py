@@ -2,7 +2,7 @@
 
 Library errors (NVML, YAML, pydantic, gRPC) are chained into these at the layer
 that meets them, so callers decide by our types alone. The mapping to gRPC
-status codes lives in server/status.py and to exit codes in cli/exitcodes.py:
+status codes lives in server/status_codes.py and to exit codes in cli/exitcodes.py:
 one place each.
 """
 

@@ -31,7 +31,7 @@ from gpu_device_plugin.cli.oneline import (
     one_line,
     remember_config_file,
 )
-from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX
+from gpu_device_plugin.cluster.feature_labels import DEFAULT_LABEL_PREFIX
 from gpu_device_plugin.config import (
     DEFAULT_PLUGIN_DIR,
     DEFAULT_RESOURCE_NAME,
@@ -49,7 +49,7 @@ from gpu_device_plugin.config import (
 )
 from gpu_device_plugin.errors import ConfigError, DiscoveryError
 from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
-from gpu_device_plugin.health.xid import DEFAULT_APPLICATION_XIDS, XidPolicy
+from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids
 from gpu_device_plugin.telemetry.logs import configure_logging
 
 ENV_PREFIX = "GPU_DP_"
@@ -164,12 +164,12 @@ def discovery_config(
 
 def health_config(flags: dict[str, Any]) -> HealthConfig:
     try:
-        xids = XidPolicy.parse(flags["health_ignore_xids"])
+        xids = IgnoredXids.parse(flags["health_ignore_xids"])
     except ValueError as err:
         raise ConfigError("health-ignore-xids", str(err)) from err
     return HealthConfig(
         checks=HealthChecks(flags["health_checks"].lower()),
-        xids=xids,
+        ignored_xids=xids,
         recovery=RecoveryPolicy(
             mode=Recovery(flags["health_recovery"]), quiet_period_s=flags["health_quiet_period"]
         ),
@@ -282,7 +282,7 @@ def main() -> None:
 )
 @env_option(
     "--health-ignore-xids",
-    default=",".join(str(x) for x in sorted(DEFAULT_APPLICATION_XIDS)),
+    default=",".join(str(x) for x in sorted(DEFAULT_IGNORED_XIDS)),
     help="XIDs caused by applications: they leave a device healthy. Empty: none.",
 )
 @env_option(
@@ -378,9 +378,9 @@ def serve(**flags: Any) -> None:
 )
 def discover(as_json: bool, show_topology: bool, **flags: Any) -> None:
     """Show the devices this node has."""
+    from gpu_device_plugin.backends.registry import make_backend
     from gpu_device_plugin.cli.render import inventory_json, inventory_table
     from gpu_device_plugin.cli.render_topology import topology_json, topology_matrix
-    from gpu_device_plugin.discovery.factory import make_backend
 
     def body() -> None:
         backend = make_backend(discovery_config(**flags))
@@ -502,7 +502,7 @@ def report(
     or when the cluster cannot be read, 2 on a usage error.
     """
     from gpu_device_plugin.cli.report import run_report
-    from gpu_device_plugin.cluster.labels import check_label_prefix
+    from gpu_device_plugin.cluster.feature_labels import check_label_prefix
     from gpu_device_plugin.cluster.selector import LabelSelector
 
     def body() -> None:

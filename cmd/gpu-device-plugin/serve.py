@@ -11,18 +11,19 @@ from typing import Any
 from opentelemetry import trace
 
 from gpu_device_plugin.allocator import topology_policy
+from gpu_device_plugin.backends.fake.discover import FakeBackend
+from gpu_device_plugin.backends.fake.health import follow_fake_file
+from gpu_device_plugin.backends.nvml.discover import NvmlBackend
+from gpu_device_plugin.backends.nvml.health import NvmlHealthSource
+from gpu_device_plugin.backends.registry import make_backend
 from gpu_device_plugin.config import HealthConfig, ServeConfig
-from gpu_device_plugin.daemon import run_root_tasks
-from gpu_device_plugin.discovery.base import DiscoveryBackend
-from gpu_device_plugin.discovery.factory import initial_inventory, make_backend
-from gpu_device_plugin.discovery.fake import FakeBackend
-from gpu_device_plugin.discovery.nvml import NvmlBackend
-from gpu_device_plugin.health.fakefile import follow_fake_file
-from gpu_device_plugin.health.nvml import NvmlHealthSource
+from gpu_device_plugin.discovery.backend import DiscoveryBackend
+from gpu_device_plugin.discovery.initial import initial_inventory
 from gpu_device_plugin.health.status import FAKE_FILE, NVML_EVENTS, NVML_LOOP, HealthCheckStatus
 from gpu_device_plugin.health.supervise import Part, keep_running
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.root_tasks import run_root_tasks
 from gpu_device_plugin.server.health_service import HealthService
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import check_plugin_dir
@@ -156,7 +157,9 @@ def health_source(
         path = backend.config_path
 
         def follow(ready: asyncio.Event) -> Coroutine[Any, Any, None]:
-            return follow_fake_file(path, cell, xids=config.xids, ready=ready, metrics=metrics, tracer=tracer)
+            return follow_fake_file(
+                path, cell, xids=config.ignored_xids, ready=ready, metrics=metrics, tracer=tracer
+            )
 
         return HealthSource(follow, (FAKE_FILE,))
     if isinstance(backend, NvmlBackend) and cell.value.devices:
@@ -164,7 +167,7 @@ def health_source(
             session=backend.session,
             cell=cell,
             tracker=HealthTracker(config.recovery),
-            xids=config.xids,
+            xids=config.ignored_xids,
             probe_interval_s=config.probe_interval_s,
             metrics=metrics,
             tracer=tracer or trace.NoOpTracer(),

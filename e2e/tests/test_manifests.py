@@ -34,7 +34,7 @@ from kubernetes.client.rest import ApiException
 
 from conftest import ClusterUnderTest
 from gdp_hack import manifests as hack
-from gpu_device_plugin.cluster.labels import DEFAULT_LABEL_PREFIX
+from gpu_device_plugin.cluster.feature_labels import DEFAULT_LABEL_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS_NAMESPACE = "default"  # where the daemon posts its Node Events, as the kubelet does

@@ -19,7 +19,7 @@ from gpu_device_plugin.allocator.response import (
     DeviceNode,
     container_allocation,
 )
-from gpu_device_plugin.allocator.topology import WEIGHTS, set_score, topology_policy
+from gpu_device_plugin.allocator.scoring import WEIGHTS, set_score, topology_policy
 from gpu_device_plugin.allocator.validate import check_allocatable, check_bounds, check_containers
 
 __all__ = [

@@ -31,8 +31,9 @@ from typing import Any
 from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError, Failure
 from gpu_device_plugin.cluster.offloop import off_loop
-from gpu_device_plugin.cluster.retry import OutageLog, TokenBucket
+from gpu_device_plugin.cluster.outage_log import OutageLog
 from gpu_device_plugin.cluster.session import ClusterSession
+from gpu_device_plugin.cluster.token_bucket import TokenBucket
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_device_plugin.cluster.labels import under_prefix
+from gpu_device_plugin.cluster.feature_labels import under_prefix
 from gpu_device_plugin.cluster.selector import LabelSelector
 
 DEFAULT_PLUGIN_SELECTOR = "app.kubernetes.io/name=gpu-device-plugin"

@@ -15,7 +15,7 @@ from typing import Any
 
 from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.events import HealthEventRecorder
-from gpu_device_plugin.cluster.labeler import NodeLabeler
+from gpu_device_plugin.cluster.label_sync import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.config import ClusterConfig

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 
-# Errors an application can cause on a healthy GPU.
-DEFAULT_APPLICATION_XIDS: frozenset[int] = frozenset({13, 31, 43, 45, 68, 109})
+# Ignored unless told otherwise: errors an application can cause on a healthy GPU.
+DEFAULT_IGNORED_XIDS: frozenset[int] = frozenset({13, 31, 43, 45, 68, 109})
 
 # Short meanings, for log lines and traces; from NVIDIA's XID catalogue.
 XID_MEANINGS: dict[int, str] = {
@@ -47,16 +47,16 @@ def describe_xid(xid: int) -> HealthReason:
 
 
 @dataclass(frozen=True, slots=True)
-class XidPolicy:
-    """Which XIDs leave a device healthy; every other XID marks it unhealthy."""
+class IgnoredXids:
+    """The XIDs that leave a device healthy (--health-ignore-xids); every other XID marks it unhealthy."""
 
-    application_xids: frozenset[int] = DEFAULT_APPLICATION_XIDS
+    xids: frozenset[int] = DEFAULT_IGNORED_XIDS
 
-    def is_critical(self, xid: int) -> bool:
-        return xid not in self.application_xids
+    def ignores(self, xid: int) -> bool:
+        return xid in self.xids
 
     @classmethod
-    def parse(cls, text: str) -> XidPolicy:
+    def parse(cls, text: str) -> IgnoredXids:
         """`"13,31,43"` -> those XIDs are ignored; `""` -> none are."""
         return cls(frozenset(_ints(part for part in text.split(",") if part.strip())))
 

@@ -90,7 +90,7 @@ class Inventory:
     # only those that exist on this host.
     control_nodes: tuple[str, ...] = ()
     # Where the /dev nodes named above are on the host: /dev, or the driver
-    # root's dev folder (discovery/driver_root.py).
+    # root's dev folder (backends/nvml/driver_root.py).
     dev_root: str = "/dev"
     # GPUs the driver counts but that could not even be identified (no UUID, so
     # no id to advertise them under), by index, with why: shown, never served.

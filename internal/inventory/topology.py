@@ -3,7 +3,7 @@
 Discovery builds it (NVML, or the fake backend's presets); the allocator scores
 sets of devices with it. Like the rest of the inventory it is immutable and does
 no I/O. It describes the hardware and never judges it: what a link is worth to
-a job is the allocator's business (allocator/topology.py).
+a job is the allocator's business (allocator/scoring.py).
 
 Pairs are keyed by the GPUs' UUIDs (`Device.uuid`), not by device ids, so that
 replicas of one physical GPU (several device ids, one UUID) share its links.

@@ -49,7 +49,7 @@ from gpu_device_plugin.server.rpc_spans import (
     preferred_response_attributes,
     refusal_attributes,
 )
-from gpu_device_plugin.server.status import status_code
+from gpu_device_plugin.server.status_codes import status_code
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink, result_label
 

@@ -1,6 +1,6 @@
 """The topology-aware policy: exact against brute force, known-best answers on presets.
 
-The oracle below is written from the rules in allocator/topology.py's docstring,
+The oracle below is written from the rules in allocator/scoring.py's docstring,
 not from the search: every allowed set, ranked by (score, score of the rest,
 earliest by index).
 """
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpu_device_plugin.allocator import preferred_allocation, set_score, topology_policy
-from gpu_device_plugin.allocator.topology import (
+from gpu_device_plugin.allocator.scoring import (
     EXACT_MAX_CANDIDATES,
     PCIE,
     PER_NVLINK,
@@ -25,8 +25,8 @@ from gpu_device_plugin.allocator.topology import (
     WEIGHTS,
     pair_weight,
 )
-from gpu_device_plugin.discovery.fake_config import FakeConfig, to_inventory
-from gpu_device_plugin.discovery.fake_topology import FakeTopology
+from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
+from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Device, Inventory, Link, PciePath, Topology
 

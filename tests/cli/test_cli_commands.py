@@ -13,13 +13,13 @@ from cli_support import needs_no_gpu
 from click.testing import CliRunner, Result
 
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cli.main import serve as serve_command
 from gpu_device_plugin.cli.render import inventory_json, inventory_table
 from gpu_device_plugin.config import DiscoveryKind, LogFormat, ServeConfig
-from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
 
 

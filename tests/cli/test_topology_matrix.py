@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
+from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
 from gpu_device_plugin.cli.main import main
-from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
 
 
 def discover(*args: str) -> str:

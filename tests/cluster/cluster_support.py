@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
+from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
 from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect
-from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
 from gpu_device_plugin.inventory import Inventory
 from testsupport.fakeapi import FakeApiServer
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cluster_support import EXACT_BACKOFF, NODE, PREFIX, Sleeps, fake_inventory, running
 
-from gpu_device_plugin.cluster.labeler import NodeLabeler
+from gpu_device_plugin.cluster.label_sync import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi, NodeInfo
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import cluster_tasks, connect, contained

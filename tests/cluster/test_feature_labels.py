@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from gpu_device_plugin.cluster.labels import (
+from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
+from gpu_device_plugin.cluster.feature_labels import (
     check_label_prefix,
     feature_labels,
     interconnect,
@@ -14,7 +15,6 @@ from gpu_device_plugin.cluster.labels import (
     label_value,
     under_prefix,
 )
-from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
 from gpu_device_plugin.inventory import Device, Inventory, Link, PciePath, Topology
 
 P = "example.com/gpu."

@@ -24,7 +24,7 @@ from gpu_device_plugin.cluster.events import (
     HealthEventRecorder,
     health_events,
 )
-from gpu_device_plugin.cluster.retry import TokenBucket
+from gpu_device_plugin.cluster.token_bucket import TokenBucket
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
 from testsupport.fakeapi import DROP, FakeApiServer, node
 from testsupport.waiting import eventually

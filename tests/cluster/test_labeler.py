@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cluster_support import EXACT_BACKOFF, NODE, PREFIX, Sleeps, fake_inventory, running, session_for
 
-from gpu_device_plugin.cluster.labeler import NodeLabeler
+from gpu_device_plugin.cluster.label_sync import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from gpu_device_plugin.cluster.labels import feature_labels
-from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
-from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
+from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
+from gpu_device_plugin.backends.nvml.discover import NvmlBackend
+from gpu_device_plugin.backends.nvml.library import NvmlSession
+from gpu_device_plugin.cluster.feature_labels import feature_labels
 from testsupport.fake_nvml import ERROR_UNKNOWN, FakeGpu, FakeNvml
 
 

@@ -21,12 +21,12 @@ import pytest
 from click.testing import CliRunner
 from cluster_support import NODE, PREFIX
 
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cluster.events import UNHEALTHY
 from gpu_device_plugin.config import ClusterConfig, ServeConfig
-from gpu_device_plugin.discovery.fake_config import fake_uuid
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakeapi import FakeApiServer, node, unreachable_kubeconfig

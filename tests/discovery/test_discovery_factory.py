@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from gpu_device_plugin.backends.fake.discover import FakeBackend
+from gpu_device_plugin.backends.nvml.discover import NvmlBackend
+from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
+from gpu_device_plugin.backends.nvml.library import NvmlSession
+from gpu_device_plugin.backends.registry import make_backend
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
-from gpu_device_plugin.discovery.driver_root import DriverRoot
-from gpu_device_plugin.discovery.factory import initial_inventory, make_backend
-from gpu_device_plugin.discovery.fake import FakeBackend
-from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
+from gpu_device_plugin.discovery.initial import initial_inventory
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
 from testsupport.fake_nvml import ERROR_UNKNOWN, FakeGpu, FakeNvml, NVMLError
 
-FACTORY_LOG = "gpu_device_plugin.discovery.factory"
+FACTORY_LOG = "gpu_device_plugin.discovery.initial"
 
 
 def broken_nvml(tmp_path: Path) -> NvmlBackend:

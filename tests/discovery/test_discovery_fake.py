@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpu_device_plugin.discovery.fake import FakeBackend
-from gpu_device_plugin.discovery.fake_config import (
+from gpu_device_plugin.backends.fake.discover import FakeBackend
+from gpu_device_plugin.backends.fake.spec import (
     DEFAULT_MEMORY_MIB,
     DEFAULT_MODEL,
     fake_uuid,

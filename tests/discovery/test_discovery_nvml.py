@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu_device_plugin.discovery.driver_root import DriverRoot
-from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
+from gpu_device_plugin.backends.nvml.discover import NvmlBackend
+from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
+from gpu_device_plugin.backends.nvml.library import NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Health
 from gpu_device_plugin.inventory.reasons import ReasonCode, code_of
@@ -23,7 +24,7 @@ from testsupport.fake_nvml import (
 
 UUID_0 = "GPU-11111111-2222-3333-4444-555555555555"
 UUID_1 = "GPU-66666666-7777-8888-9999-aaaaaaaaaaaa"
-NVML_LOG = "gpu_device_plugin.discovery.nvml"
+NVML_LOG = "gpu_device_plugin.backends.nvml.discover"
 
 
 @pytest.fixture

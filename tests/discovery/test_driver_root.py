@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gpu_device_plugin.discovery.driver_root import DriverRoot, library_folders
-from gpu_device_plugin.discovery.nvml import NvmlSession, bind_library
+from gpu_device_plugin.backends.nvml.driver_root import DriverRoot, library_folders
+from gpu_device_plugin.backends.nvml.library import NvmlSession, bind_library
 from gpu_device_plugin.errors import DiscoveryError
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from gpu_device_plugin.discovery.nvml import NvmlSession
+from gpu_device_plugin.backends.nvml.library import NvmlSession
 from gpu_device_plugin.errors import DiscoveryError
 from testsupport.fake_nvml import FakeNvml
 

@@ -13,8 +13,9 @@ import logging
 import pytest
 
 from gpu_device_plugin.allocator import preferred_allocation, topology_policy
-from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession
-from gpu_device_plugin.discovery.presets import DGX_1V_NVLINKS, preset_topology
+from gpu_device_plugin.backends.fake.presets import DGX_1V_NVLINKS, preset_topology
+from gpu_device_plugin.backends.nvml.discover import NvmlBackend
+from gpu_device_plugin.backends.nvml.library import NvmlSession
 from gpu_device_plugin.inventory import Inventory, Link, PciePath
 from testsupport.fake_nvml import (
     ERROR_GPU_IS_LOST,

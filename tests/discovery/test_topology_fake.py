@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpu_device_plugin.discovery.fake import FakeBackend
-from gpu_device_plugin.discovery.fake_config import fake_uuid, parse_fake_config, to_inventory
-from gpu_device_plugin.discovery.presets import (
+from gpu_device_plugin.backends.fake.discover import FakeBackend
+from gpu_device_plugin.backends.fake.presets import (
     DGX_1V_NVLINKS,
     PRESET_NAMES,
     PRESETS,
     preset_sizes,
     preset_topology,
 )
+from gpu_device_plugin.backends.fake.spec import fake_uuid, parse_fake_config, to_inventory
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory, Link, PciePath
 

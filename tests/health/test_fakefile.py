@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpu_device_plugin.discovery.fake_config import FakeConfig, fake_uuid, to_inventory
+from gpu_device_plugin.backends.fake.health import FakeFileReader, follow_fake_file
+from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.fswatch import FolderWatch
-from gpu_device_plugin.health.fakefile import FakeFileReader, follow_fake_file
-from gpu_device_plugin.health.xid import XidPolicy
+from gpu_device_plugin.health.xid import IgnoredXids
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from testsupport.fakegpus import write_fake_config
 
-LOGGER = "gpu_device_plugin.health.fakefile"
+LOGGER = "gpu_device_plugin.backends.fake.health"
 
 
 class Warnings(logging.Handler):
@@ -145,7 +145,7 @@ def test_the_reader_warns_once_per_distinct_content(
     fake_config: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cell = SnapshotCell(to_inventory(FakeConfig(count=8)))
-    reader = FakeFileReader(fake_config, cell, XidPolicy())
+    reader = FakeFileReader(fake_config, cell, IgnoredXids())
     caplog.set_level(logging.WARNING, logger=LOGGER)
 
     def warnings() -> int:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from gpu_device_plugin.backoff import Backoff
-from gpu_device_plugin.discovery.nvml import NvmlSession
-from gpu_device_plugin.health.nvml import (
+from gpu_device_plugin.backends.nvml.health import (
     WAIT_FAILURES_BEFORE_RESTART,
     NvmlHealthSource,
     handle_address,
 )
+from gpu_device_plugin.backends.nvml.library import NvmlSession
+from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
 from gpu_device_plugin.health.tracker import HealthTracker, Recovery, RecoveryPolicy
 from gpu_device_plugin.inventory import Device, Health, Inventory, SnapshotCell
@@ -31,7 +31,7 @@ from testsupport.waiting import eventually
 
 # Restarts come fast in tests; the delays themselves are Backoff's to test.
 QUICK = Backoff(initial_s=0.01, cap_s=0.05, jitter=0)
-HEALTH_LOG = "gpu_device_plugin.health"
+HEALTH_LOG = "gpu_device_plugin.backends.nvml.health"
 #: The call the loop probes each GPU with.
 PROBE = "nvmlDeviceGetMemoryInfo"
 

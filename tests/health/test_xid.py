@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_device_plugin.health.xid import DEFAULT_APPLICATION_XIDS, XidPolicy, describe_xid
+from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids, describe_xid
 
 
 @pytest.mark.parametrize(
@@ -25,15 +25,15 @@ from gpu_device_plugin.health.xid import DEFAULT_APPLICATION_XIDS, XidPolicy, de
     ids=lambda v: str(v),
 )
 def test_default_policy_skips_application_xids(xid: int, critical: bool) -> None:
-    assert XidPolicy().is_critical(xid) is critical
+    assert IgnoredXids().ignores(xid) is not critical
 
 
 def test_parse_configures_the_list() -> None:
-    assert XidPolicy.parse("13, 79").application_xids == frozenset({13, 79})
-    assert XidPolicy.parse("").application_xids == frozenset()
-    assert XidPolicy.parse(",".join(map(str, DEFAULT_APPLICATION_XIDS))) == XidPolicy()
+    assert IgnoredXids.parse("13, 79").xids == frozenset({13, 79})
+    assert IgnoredXids.parse("").xids == frozenset()
+    assert IgnoredXids.parse(",".join(map(str, DEFAULT_IGNORED_XIDS))) == IgnoredXids()
     with pytest.raises(ValueError, match="'x' is not an XID number"):
-        XidPolicy.parse("13,x")
+        IgnoredXids.parse("13,x")
 
 
 def test_description_names_the_meaning() -> None:

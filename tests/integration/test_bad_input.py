@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakegpus import write_fake_config
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpu_device_plugin.discovery.fake_config import fake_uuid
-from gpu_device_plugin.health import fakefile
+from gpu_device_plugin.backends.fake import health as fake_health
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.client import CHECKS_DEGRADED, CHECKS_OK, PluginClient
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import Metrics
@@ -68,14 +68,14 @@ async def test_probe_and_metrics_show_degraded_health_checks_until_they_run_agai
     kubelet: StandinKubelet, fake_config: Path, start_plugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = [True]
-    reread = fakefile.FakeFileReader.reread
+    reread = fake_health.FakeFileReader.reread
 
-    def failing_reread(self: fakefile.FakeFileReader) -> None:
+    def failing_reread(self: fake_health.FakeFileReader) -> None:
         if broken[0]:
             raise RuntimeError("the fake file watch broke")
         reread(self)
 
-    monkeypatch.setattr(fakefile.FakeFileReader, "reread", failing_reread)
+    monkeypatch.setattr(fake_health.FakeFileReader, "reread", failing_reread)
     metrics = Metrics()
     start_plugin(fake_config, metrics=metrics, metrics_address="127.0.0.1:0")
     registration = await kubelet.wait_registered()

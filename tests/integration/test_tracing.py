@@ -10,7 +10,7 @@ import yaml
 from opentelemetry.trace import StatusCode
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
 from gpu_device_plugin.telemetry.tracing import configure_tracing, sdk_tracing, tracing_enabled

@@ -8,8 +8,8 @@ import re
 import click
 import pytest
 
+from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
 from gpu_device_plugin.cli.main import main as cli
-from gpu_device_plugin.discovery.fake_config import parse_fake_config, to_inventory
 from gpu_device_plugin.inventory.model import Health
 from testsupport.manifests import KUBELET_PLUGIN_DIR, OVERLAYS, Manifest, env_of, only, render_overlay
 

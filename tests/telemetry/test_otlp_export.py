@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry import attributes as attrs
 from testsupport.otlp import OtlpReceiver, ReceivedSpan

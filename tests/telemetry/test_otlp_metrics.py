@@ -14,7 +14,7 @@ import pytest
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import RPC_BUCKETS, Metrics

@@ -11,8 +11,8 @@ from opentelemetry.trace import StatusCode
 
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
-from gpu_device_plugin.discovery.factory import initial_inventory
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
+from gpu_device_plugin.discovery.initial import initial_inventory
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gpu_device_plugin.discovery.fake_config import fake_uuid
+from gpu_device_plugin.backends.fake.spec import fake_uuid
 
 
 def write_fake_config(path: Path, count: int = 8, unhealthy: tuple[int, ...] = ()) -> None:

@@ -1,8 +1,7 @@
 """The NVML backend: real GPUs through nvidia-ml-py.
 
-NVML is initialised once per process (`NvmlSession`) and shared with the health
-loop; nothing else calls nvmlInit/nvmlShutdown. The library is injected so tests
-run against a fake that implements the subset used here (`NvmlLibrary`).
+It reads what is on the node through the process's one NVML session
+(library.py), which the health loop shares.
 
 pynvml's types, as met here: handles are ctypes pointers (never keyed, compared
 or hashed: a GPU is named by its index or UUID), strings may come back as bytes
@@ -16,15 +15,15 @@ UUID, which NVML keeps) but Unhealthy with the reason, never "Healthy, 0 MiB".
 
 from __future__ import annotations
 
-import ctypes
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from gpu_device_plugin.discovery.driver_root import DriverRoot
-from gpu_device_plugin.discovery.nvml_topology import read_topology
+from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
+from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession
+from gpu_device_plugin.backends.nvml.topology import read_topology
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
 from gpu_device_plugin.inventory.model import sorted_devices
@@ -46,61 +45,6 @@ _NVML_DEVICE_MIG_ENABLE = 1
 LOST_REASON = HealthReason("GPU is lost", ReasonCode.GPU_LOST)
 
 
-class NvmlLibrary(Protocol):
-    """The part of pynvml this project calls; pynvml itself satisfies it."""
-
-    NVMLError: type[Exception]
-
-    def nvmlInit(self) -> None: ...
-    def nvmlShutdown(self) -> None: ...
-    def nvmlSystemGetDriverVersion(self) -> str: ...
-    def nvmlSystemGetCudaDriverVersion(self) -> int: ...
-    def nvmlDeviceGetCount(self) -> int: ...
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...
-    def nvmlDeviceGetUUID(self, handle: Any) -> str: ...
-    def nvmlDeviceGetName(self, handle: Any) -> str: ...
-    def nvmlDeviceGetMinorNumber(self, handle: Any) -> int: ...
-    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...
-    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any: ...
-    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...
-    def nvmlDeviceGetNumaNodeId(self, handle: Any) -> int: ...
-    # Bindings older than MIG lack it: AttributeError means "unknown".
-    def nvmlDeviceGetMigMode(self, handle: Any) -> Sequence[int]: ...
-    # Topology (nvml_topology.py). Old bindings may lack any of these: callers
-    # treat AttributeError like an NVML error, as "unknown".
-    def nvmlDeviceGetTopologyCommonAncestor(self, device1: Any, device2: Any) -> int: ...
-    def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int: ...
-    def nvmlDeviceGetNvLinkRemotePciInfo(self, device: Any, link: int) -> Any: ...
-    def nvmlDeviceGetNvLinkRemoteDeviceType(self, handle: Any, link: int) -> int: ...
-    def nvmlDeviceGetCpuAffinity(self, handle: Any, cpuSetSize: int) -> Sequence[int]: ...
-
-
-def load_pynvml() -> NvmlLibrary:
-    import pynvml
-
-    lib: NvmlLibrary = pynvml
-    return lib
-
-
-def bind_library(pynvml: Any, path: Path | None) -> None:
-    """Make pynvml use the libnvidia-ml at `path` (None: its own lookup by soname).
-
-    pynvml loads CDLL("libnvidia-ml.so.1") at the first nvmlInit unless its
-    module-level `nvmlLib` is already set, so setting it (under pynvml's own
-    lock) is the one way to point it at a file. LD_LIBRARY_PATH is read by the
-    loader at process start only, and preloading relies on the file's SONAME.
-    """
-    if path is None:
-        return
-    with pynvml.libLoadLock:
-        if pynvml.nvmlLib is not None:
-            return  # loaded already in this process: init/shutdown keep it
-        try:
-            pynvml.nvmlLib = ctypes.CDLL(str(path))
-        except OSError as err:
-            raise DiscoveryError(f"cannot load {path}: {err}") from err
-
-
 def _text(value: str | bytes) -> str:
     # Older nvidia-ml-py releases return bytes for strings.
     return value.decode() if isinstance(value, bytes) else value
@@ -109,52 +53,6 @@ def _text(value: str | bytes) -> str:
 def _code(err: Exception) -> int | None:
     value = getattr(err, "value", None)
     return value if isinstance(value, int) else None
-
-
-@dataclass
-class NvmlSession:
-    """NVML initialised for the life of the process; the one owner of init/shutdown."""
-
-    lib: NvmlLibrary
-    # Called once before nvmlInit: points the bindings at the driver root's library.
-    prepare: Callable[[], None] | None = None
-    _open: bool = field(default=False, init=False)
-
-    def open(self) -> None:
-        if self._open:
-            return
-        if self.prepare is not None:
-            self.prepare()  # DiscoveryError naming what it searched
-        try:
-            self.lib.nvmlInit()
-        except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, OSError ...
-            # What to check, by NVML's error code (pynvml's NVML_ERROR_*): a bare
-            # "NVML Shared Library Not Found" leaves a node's owner guessing.
-            checks = {
-                12: "libnvidia-ml.so.1 was not found: is the NVIDIA driver installed on this node? In a pod "
-                "the NVIDIA container toolkit injects it (runtimeClassName: nvidia, or nvidia as "
-                "containerd's default runtime); a driver installed elsewhere needs --driver-root",
-                9: "the NVIDIA kernel driver is not loaded on this node (is `nvidia-smi` working there?)",
-                4: "no permission to open the NVIDIA devices (/dev/nvidiactl): run privileged, or give "
-                "the container the devices",
-                18: "the driver's library and kernel module differ in version (a driver upgrade "
-                "without a reboot?)",
-            }
-            code = getattr(err, "value", None)
-            hint = checks.get(code) if isinstance(code, int) else None
-            if hint is None and isinstance(err, OSError):
-                hint = checks[12]  # the loader's own failure, raised before pynvml classified it
-            detail = f"{err}: {hint}" if hint else str(err)
-            raise DiscoveryError(f"NVML could not be initialised: {' '.join(detail.split())}") from err
-        self._open = True
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            try:
-                self.lib.nvmlShutdown()
-            except self.lib.NVMLError as err:
-                log.warning("nvmlShutdown failed: %s", err)
 
 
 @dataclass

@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.backoff import Backoff
-from gpu_device_plugin.cluster.labels import feature_labels, label_patch, under_prefix
+from gpu_device_plugin.cluster.feature_labels import feature_labels, label_patch, under_prefix
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError
 from gpu_device_plugin.cluster.offloop import off_loop
-from gpu_device_plugin.cluster.retry import OutageLog
+from gpu_device_plugin.cluster.outage_log import OutageLog
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 

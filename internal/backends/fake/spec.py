@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from gpu_device_plugin.discovery.fake_topology import FakeTopology
+from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
@@ -54,7 +54,7 @@ class FakeDevice(_Strict):
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     health: Literal["Healthy", "Unhealthy"] = "Healthy"
     device_nodes: tuple[str, ...] = ()
-    # An injected driver error: health/fakefile.py classifies it like a real XID.
+    # An injected driver error: the fake backend's health.py classifies it like a real XID.
     xid: int | None = Field(default=None, ge=0)
     mig_capable: bool | None = None
 
@@ -82,7 +82,7 @@ class FakeConfig(_Strict):
     control_nodes: tuple[str, ...] = ()
     # MIG capability of every device that does not say; absent: unknown (no label).
     mig_capable: bool | None = None
-    # How the devices are linked: a preset and/or explicit pairs (fake_topology.py).
+    # How the devices are linked: a preset and/or explicit pairs (topology.py).
     # Absent: no topology, exactly as before it existed.
     topology: FakeTopology | None = None
 

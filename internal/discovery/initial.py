@@ -1,4 +1,4 @@
-"""Choosing a backend from the configuration and running the first discovery."""
+"""The first discovery: what the backend finds at start, or zero devices when it cannot."""
 
 from __future__ import annotations
 
@@ -6,31 +6,13 @@ import logging
 
 from opentelemetry import trace
 
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
-from gpu_device_plugin.discovery.base import DiscoveryBackend
-from gpu_device_plugin.discovery.driver_root import DriverRoot
-from gpu_device_plugin.discovery.fake import FakeBackend
-from gpu_device_plugin.discovery.nvml import NvmlBackend, NvmlSession, bind_library, load_pynvml
+from gpu_device_plugin.discovery.backend import DiscoveryBackend
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.telemetry import attributes as attrs
 
 log = logging.getLogger(__name__)
 _NO_TRACER: trace.Tracer = trace.NoOpTracer()
-
-
-def make_backend(config: DiscoveryConfig) -> DiscoveryBackend:
-    if config.kind is DiscoveryKind.FAKE:
-        return FakeBackend(config_path=config.fake_config, count=config.fake_devices)
-    try:
-        library = load_pynvml()
-    except ImportError as err:  # pragma: no cover - nvidia-ml-py is a dependency
-        raise DiscoveryError(f"nvidia-ml-py is not installed: {err}") from err
-    root = DriverRoot(config.driver_root)
-    # Looked up at nvmlInit, not here: a root without a library is NVML failing to
-    # start, which --no-fail-on-init-error turns into zero devices served.
-    session = NvmlSession(library, prepare=lambda: bind_library(library, root.nvml_library()))
-    return NvmlBackend(session, driver_root=root)
 
 
 def initial_inventory(

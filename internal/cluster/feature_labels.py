@@ -1,7 +1,7 @@
 """Node feature labels: what discovery found, as label keys and values under one prefix.
 
 Pure functions over an Inventory. Nothing here talks to the API server; the
-labeler (labeler.py) decides when to apply what these compute. Health is not a
+label sync (label_sync.py) decides when to apply what these compute. Health is not a
 label on purpose: a flapping GPU must not cost a Node patch per flap (health
 reaches the cluster as allocatable and as Events).
 """

@@ -1,7 +1,7 @@
 """The fake backend: devices described by a YAML file or a count.
 
 First-class, not a test double: kind e2e, CI and the demo run on it, and editing
-its file is how faults are injected (see health/fakefile.py).
+its file is how faults are injected (see health.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpu_device_plugin.discovery.fake_config import FakeConfig, load_fake_config, to_inventory
+from gpu_device_plugin.backends.fake.spec import FakeConfig, load_fake_config, to_inventory
 from gpu_device_plugin.inventory import Inventory
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from opentelemetry import trace
 
-from gpu_device_plugin.discovery.fake_config import fake_id, parse_fake_config, to_inventory
+from gpu_device_plugin.backends.fake.spec import fake_id, parse_fake_config, to_inventory
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.fswatch import FolderWatch
 from gpu_device_plugin.health.publish import publish_snapshot
-from gpu_device_plugin.health.xid import XidPolicy, describe_xid
+from gpu_device_plugin.health.xid import IgnoredXids, describe_xid
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
 
@@ -35,19 +35,19 @@ log = logging.getLogger(__name__)
 CONFIGMAP_DATA_LINK = "..data"
 
 
-def fake_snapshot(text: str, source: str, xids: XidPolicy) -> Inventory:
+def fake_snapshot(text: str, source: str, xids: IgnoredXids) -> Inventory:
     """The file's devices, with critical injected XIDs turned into Unhealthy."""
     config = parse_fake_config(text, source=source)
     inventory = to_inventory(config)
     injected = {fake_id(d, i): d.xid for i, d in enumerate(config.devices or ()) if d.xid is not None}
     for device_id, xid in injected.items():
-        if not xids.is_critical(xid):
+        if xids.ignores(xid):
             log.info("%s on %s: caused by an application, device stays healthy", describe_xid(xid), device_id)
     return inventory.with_health(
         {
             device_id: (Health.UNHEALTHY, describe_xid(xid))
             for device_id, xid in injected.items()
-            if xids.is_critical(xid)
+            if not xids.ignores(xid)
         }
     )
 
@@ -58,7 +58,7 @@ class FakeFileReader:
 
     path: Path
     cell: SnapshotCell[Inventory]
-    xids: XidPolicy
+    xids: IgnoredXids
     metrics: MetricsSink = NULL_METRICS
     tracer: trace.Tracer | None = None
     # The content (or the read error) of the last read: the same again is no news.
@@ -95,12 +95,12 @@ async def follow_fake_file(
     path: Path,
     cell: SnapshotCell[Inventory],
     *,
-    xids: XidPolicy | None = None,
+    xids: IgnoredXids | None = None,
     ready: asyncio.Event | None = None,
     metrics: MetricsSink = NULL_METRICS,
     tracer: trace.Tracer | None = None,
 ) -> None:
-    reader = FakeFileReader(path, cell, xids or XidPolicy(), metrics=metrics, tracer=tracer)
+    reader = FakeFileReader(path, cell, xids or IgnoredXids(), metrics=metrics, tracer=tracer)
     # The folder as named, not resolved: in a ConfigMap volume the file resolves into a
     # timestamped folder that the kubelet deletes at its next update.
     folder = path.absolute().parent  # noqa: ASYNC240 - once, at start

@@ -36,13 +36,13 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession
 from gpu_device_plugin.backoff import Backoff
-from gpu_device_plugin.discovery.nvml import NvmlLibrary, NvmlSession
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
 from gpu_device_plugin.health.supervise import RESTART_BACKOFF, keep_running
 from gpu_device_plugin.health.tracker import HealthTracker
-from gpu_device_plugin.health.xid import XidPolicy, describe_xid
+from gpu_device_plugin.health.xid import IgnoredXids, describe_xid
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 from gpu_device_plugin.telemetry.metrics import NULL_METRICS, MetricsSink
@@ -119,7 +119,7 @@ class NvmlHealthSource:
     session: NvmlSession
     cell: SnapshotCell[Inventory]
     tracker: HealthTracker
-    xids: XidPolicy = field(default_factory=XidPolicy)
+    xids: IgnoredXids = field(default_factory=IgnoredXids)
     probe_interval_s: float = 10.0
     call_timeout_s: float = 5.0
     event_wait_ms: int = 500
@@ -198,7 +198,7 @@ class NvmlHealthSource:
         now = self.clock()
         if isinstance(observation, Xid):
             what = describe_xid(observation.xid)
-            if not self.xids.is_critical(observation.xid):
+            if self.xids.ignores(observation.xid):
                 log.info(
                     "%s on %s: caused by an application, device stays healthy", what, observation.device_id
                 )

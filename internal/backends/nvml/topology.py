@@ -23,7 +23,7 @@ from gpu_device_plugin.inventory import Device, Link, PciePath, Topology
 from gpu_device_plugin.inventory.topology import cpu_list
 
 if TYPE_CHECKING:
-    from gpu_device_plugin.discovery.nvml import NvmlLibrary
+    from gpu_device_plugin.backends.nvml.library import NvmlLibrary
 
 log = logging.getLogger(__name__)
 

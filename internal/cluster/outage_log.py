@@ -1,39 +1,14 @@
-"""A token bucket, and logging an outage once rather than per attempt (backoff: gpu_device_plugin.backoff).
+"""Logging an API server outage once when it starts and once when it ends, not per attempt.
 
-Pure state over an injected clock, so tests assert timing exactly.
+(The retry delays themselves are gpu_device_plugin.backoff.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError
-
-
-@dataclass
-class TokenBucket:
-    """`burst` tokens, refilled at one per `refill_s` seconds; take() spends one if there is one."""
-
-    burst: int
-    refill_s: float
-    clock: Callable[[], float]
-    _tokens: float = field(init=False)
-    _at: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._tokens = float(self.burst)
-        self._at = self.clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.refill_s)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 @dataclass

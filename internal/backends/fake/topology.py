@@ -21,7 +21,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gpu_device_plugin.discovery.presets import PresetName, preset_sizes, preset_topology
+from gpu_device_plugin.backends.fake.presets import PresetName, preset_sizes, preset_topology
 from gpu_device_plugin.inventory.topology import Link, PciePath, Topology, cpu_list
 
 PcieKey = Literal["BOARD", "PIX", "PXB", "PHB", "NODE", "SYS"]

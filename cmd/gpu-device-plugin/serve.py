@@ -5,23 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
 
 from gpu_device_plugin.allocator import topology_policy
-from gpu_device_plugin.backends.fake.discover import FakeBackend
-from gpu_device_plugin.backends.fake.health import follow_fake_file
-from gpu_device_plugin.backends.nvml.discover import NvmlBackend
-from gpu_device_plugin.backends.nvml.health import NvmlHealthSource
 from gpu_device_plugin.backends.registry import make_backend
 from gpu_device_plugin.config import HealthConfig, ServeConfig
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
 from gpu_device_plugin.discovery.initial import initial_inventory
-from gpu_device_plugin.health.status import FAKE_FILE, NVML_EVENTS, NVML_LOOP, HealthCheckStatus
-from gpu_device_plugin.health.supervise import Part, keep_running
-from gpu_device_plugin.health.tracker import HealthTracker
+from gpu_device_plugin.health.source import HealthSource, HealthWiring
+from gpu_device_plugin.health.status import HealthCheckStatus
+from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.root_tasks import run_root_tasks
 from gpu_device_plugin.server.health_service import HealthService
@@ -132,14 +127,6 @@ async def _serve(
     await run_root_tasks(tasks, stop=stop)
 
 
-@dataclass(frozen=True)
-class HealthSource:
-    """A health loop to run, and the names its parts report under (the loop's own first)."""
-
-    part: Part
-    sources: tuple[str, ...]
-
-
 def health_source(
     backend: DiscoveryBackend,
     cell: SnapshotCell[Inventory],
@@ -149,29 +136,17 @@ def health_source(
     tracer: trace.Tracer | None = None,
     status: HealthCheckStatus | None = None,
 ) -> HealthSource | None:
-    """The health loop that fits the backend, or None when there is nothing to watch."""
+    """The backend's health loop, or None when checks are off or it has nothing to watch."""
     if not config.enabled:
         log.info("health checks are off (--health-checks %s): devices stay as discovered", config.checks)
         return None
-    if isinstance(backend, FakeBackend) and backend.config_path is not None:
-        path = backend.config_path
-
-        def follow(ready: asyncio.Event) -> Coroutine[Any, Any, None]:
-            return follow_fake_file(
-                path, cell, xids=config.ignored_xids, ready=ready, metrics=metrics, tracer=tracer
-            )
-
-        return HealthSource(follow, (FAKE_FILE,))
-    if isinstance(backend, NvmlBackend) and cell.value.devices:
-        source = NvmlHealthSource(
-            session=backend.session,
-            cell=cell,
-            tracker=HealthTracker(config.recovery),
-            xids=config.ignored_xids,
-            probe_interval_s=config.probe_interval_s,
-            metrics=metrics,
-            tracer=tracer or trace.NoOpTracer(),
-            status=status,
-        )
-        return HealthSource(source.run, (NVML_LOOP, NVML_EVENTS))
-    return None
+    wiring = HealthWiring(
+        cell=cell,
+        ignored_xids=config.ignored_xids,
+        recovery=config.recovery,
+        probe_interval_s=config.probe_interval_s,
+        status=status,
+        metrics=metrics,
+        tracer=tracer,
+    )
+    return backend.health_source(wiring)

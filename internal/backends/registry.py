@@ -1,25 +1,34 @@
-"""Choosing the discovery backend named by the configuration."""
+"""The discovery backends by kind: the one place that knows which kinds exist.
+
+A kind with no factory here is a configuration error, never a silent default
+to NVML. The wiring asks the backend it gets for everything else (its health
+source included), so nothing outside a backend's folder tests for its type.
+"""
 
 from __future__ import annotations
 
-from gpu_device_plugin.backends.fake.discover import FakeBackend
-from gpu_device_plugin.backends.nvml.discover import NvmlBackend
-from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
-from gpu_device_plugin.backends.nvml.library import NvmlSession, bind_library, load_pynvml
+from collections.abc import Callable, Mapping
+
+from gpu_device_plugin.backends.fake.discover import fake_backend
+from gpu_device_plugin.backends.nvml.discover import nvml_backend
 from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
-from gpu_device_plugin.errors import DiscoveryError
+from gpu_device_plugin.errors import ConfigError
+
+BackendFactory = Callable[[DiscoveryConfig], DiscoveryBackend]
+
+BACKENDS: Mapping[DiscoveryKind, BackendFactory] = {
+    DiscoveryKind.NVML: nvml_backend,
+    DiscoveryKind.FAKE: fake_backend,
+}
 
 
-def make_backend(config: DiscoveryConfig) -> DiscoveryBackend:
-    if config.kind is DiscoveryKind.FAKE:
-        return FakeBackend(config_path=config.fake_config, count=config.fake_devices)
-    try:
-        library = load_pynvml()
-    except ImportError as err:  # pragma: no cover - nvidia-ml-py is a dependency
-        raise DiscoveryError(f"nvidia-ml-py is not installed: {err}") from err
-    root = DriverRoot(config.driver_root)
-    # Looked up at nvmlInit, not here: a root without a library is NVML failing to
-    # start, which --no-fail-on-init-error turns into zero devices served.
-    session = NvmlSession(library, prepare=lambda: bind_library(library, root.nvml_library()))
-    return NvmlBackend(session, driver_root=root)
+def make_backend(
+    config: DiscoveryConfig, backends: Mapping[DiscoveryKind, BackendFactory] = BACKENDS
+) -> DiscoveryBackend:
+    """The backend of `config.kind`; ConfigError naming the known kinds when it has none."""
+    factory = backends.get(config.kind)
+    if factory is None:
+        known = ", ".join(sorted(backends))
+        raise ConfigError("discovery", f"no backend of kind {str(config.kind)!r} (known: {known})")
+    return factory(config)

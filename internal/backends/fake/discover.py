@@ -6,10 +6,17 @@ its file is how faults are injected (see health.py).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from gpu_device_plugin.backends.fake.health import follow_fake_file
 from gpu_device_plugin.backends.fake.spec import FakeConfig, load_fake_config, to_inventory
+from gpu_device_plugin.config import DiscoveryConfig
+from gpu_device_plugin.health.source import HealthSource, HealthWiring
+from gpu_device_plugin.health.status import FAKE_FILE
 from gpu_device_plugin.inventory import Inventory
 
 
@@ -29,3 +36,25 @@ class FakeBackend:
         if self.config_path is not None:
             return to_inventory(load_fake_config(self.config_path))
         return to_inventory(FakeConfig(count=self.count))
+
+    def health_source(self, wiring: HealthWiring) -> HealthSource | None:
+        """The file's edits, when devices come from a file; a count has nothing to watch."""
+        path = self.config_path
+        if path is None:
+            return None
+
+        def follow(ready: asyncio.Event) -> Coroutine[Any, Any, None]:
+            return follow_fake_file(
+                path,
+                wiring.cell,
+                xids=wiring.ignored_xids,
+                ready=ready,
+                metrics=wiring.metrics,
+                tracer=wiring.tracer,
+            )
+
+        return HealthSource(follow, (FAKE_FILE,))
+
+
+def fake_backend(config: DiscoveryConfig) -> FakeBackend:
+    return FakeBackend(config_path=config.fake_config, count=config.fake_devices)

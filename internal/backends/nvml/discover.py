@@ -21,10 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+
 from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
-from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession
+from gpu_device_plugin.backends.nvml.health import NvmlHealthSource
+from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession, bind_library, load_pynvml
 from gpu_device_plugin.backends.nvml.topology import read_topology
+from gpu_device_plugin.config import DiscoveryConfig
 from gpu_device_plugin.errors import DiscoveryError
+from gpu_device_plugin.health.source import HealthSource, HealthWiring
+from gpu_device_plugin.health.status import NVML_EVENTS, NVML_LOOP
+from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
 from gpu_device_plugin.inventory.model import sorted_devices
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
@@ -171,6 +178,35 @@ class NvmlBackend:
             return int((self.sysfs_root / "bus/pci/devices" / bus_id / "numa_node").read_text())
         except (OSError, ValueError):
             return None
+
+    def health_source(self, wiring: HealthWiring) -> HealthSource | None:
+        """NVML events and probes of the devices found; with none there is nothing to watch."""
+        if not wiring.cell.value.devices:
+            return None
+        source = NvmlHealthSource(
+            session=self.session,
+            cell=wiring.cell,
+            tracker=HealthTracker(wiring.recovery),
+            xids=wiring.ignored_xids,
+            probe_interval_s=wiring.probe_interval_s,
+            metrics=wiring.metrics,
+            tracer=wiring.tracer or trace.NoOpTracer(),
+            status=wiring.status,
+        )
+        return HealthSource(source.run, (NVML_LOOP, NVML_EVENTS))
+
+
+def nvml_backend(config: DiscoveryConfig) -> NvmlBackend:
+    """The backend on the driver root's NVML; nothing is loaded or initialised yet."""
+    try:
+        library = load_pynvml()
+    except ImportError as err:  # pragma: no cover - nvidia-ml-py is a dependency
+        raise DiscoveryError(f"nvidia-ml-py is not installed: {err}") from err
+    root = DriverRoot(config.driver_root)
+    # Looked up at nvmlInit, not here: a root without a library is NVML failing to
+    # start, which --no-fail-on-init-error turns into zero devices served.
+    session = NvmlSession(library, prepare=lambda: bind_library(library, root.nvml_library()))
+    return NvmlBackend(session, driver_root=root)
 
 
 @dataclass

@@ -44,8 +44,8 @@ def rss_mib():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
-from gpu_device_plugin.discovery.initial import make_backend
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
+from gpu_device_plugin.backends.registry import make_backend
 before = rss_mib()
 backend = make_backend(DiscoveryConfig(kind=DiscoveryKind.NVML))
 started = time.perf_counter()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.serve import serve
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import Metrics, MetricsSink
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing

@@ -15,9 +15,10 @@ import yaml
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.backends.fake.spec import fake_uuid
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.serve import serve
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, ServeConfig
 from gpu_device_plugin.server.client import PluginClient
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.server.kubelet_view import ALLOCATE_GRACE_S

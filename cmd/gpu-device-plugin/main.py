@@ -21,7 +21,9 @@ from click.core import ParameterSource
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
+from gpu_device_plugin.backends.config import MAX_FAKE_DEVICES, DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.cli import exitcodes
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.nvidia_file import effective_config, load_config_file
 from gpu_device_plugin.cli.oneline import (
     BoundedInt,
@@ -31,26 +33,20 @@ from gpu_device_plugin.cli.oneline import (
     one_line,
     remember_config_file,
 )
+from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.cluster.feature_labels import DEFAULT_LABEL_PREFIX
-from gpu_device_plugin.config import (
-    DEFAULT_PLUGIN_DIR,
-    DEFAULT_RESOURCE_NAME,
-    MAX_FAKE_DEVICES,
+from gpu_device_plugin.errors import ConfigError, DiscoveryError
+from gpu_device_plugin.health.config import (
     MAX_PROBE_INTERVAL_S,
     MAX_QUIET_PERIOD_S,
-    ClusterConfig,
-    DiscoveryConfig,
-    DiscoveryKind,
     HealthChecks,
     HealthConfig,
-    LogFormat,
-    ServeConfig,
-    check_resource_name,
 )
-from gpu_device_plugin.errors import ConfigError, DiscoveryError
 from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
 from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids
-from gpu_device_plugin.telemetry.logs import configure_logging
+from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
+from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
+from gpu_device_plugin.telemetry.logs import LogFormat, configure_logging
 
 ENV_PREFIX = "GPU_DP_"
 F = TypeVar("F", bound=Callable[..., Any])

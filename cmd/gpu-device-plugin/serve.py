@@ -11,9 +11,10 @@ from opentelemetry import trace
 
 from gpu_device_plugin.allocator import topology_policy
 from gpu_device_plugin.backends.registry import make_backend
-from gpu_device_plugin.config import HealthConfig, ServeConfig
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
 from gpu_device_plugin.discovery.initial import initial_inventory
+from gpu_device_plugin.health.config import HealthConfig
 from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from gpu_device_plugin.allocator.validate import check_allocatable
-from gpu_device_plugin.errors import RequestError
+from gpu_device_plugin.errors import ConfigError, RequestError
 from gpu_device_plugin.inventory import Inventory
 
 VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
@@ -37,6 +37,10 @@ class AllocateOptions:
     pass_device_specs: bool = False
     # CDI kind for cdi-cri names: "<vendor>/<class>", e.g. nvidia.com/gpu.
     cdi_kind: str = "nvidia.com/gpu"
+
+    def __post_init__(self) -> None:
+        if "=" in self.cdi_kind or "/" not in self.cdi_kind:
+            raise ConfigError("cdi-kind", f"{self.cdi_kind!r} must be <vendor>/<class>")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.backends.fake.discover import fake_backend
 from gpu_device_plugin.backends.nvml.discover import nvml_backend
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
 from gpu_device_plugin.errors import ConfigError
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from gpu_device_plugin.backoff import Backoff
+from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.cluster.events import HealthEventRecorder
 from gpu_device_plugin.cluster.label_sync import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi
 from gpu_device_plugin.cluster.session import ClusterSession
-from gpu_device_plugin.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 

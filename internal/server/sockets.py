@@ -20,6 +20,7 @@ from gpu_device_plugin.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 KUBELET_SOCKET = "kubelet.sock"
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107

@@ -13,14 +13,16 @@ from cli_support import needs_no_gpu
 from click.testing import CliRunner, Result
 
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
+from gpu_device_plugin.backends.config import DiscoveryKind
 from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cli.main import serve as serve_command
 from gpu_device_plugin.cli.render import inventory_json, inventory_table
-from gpu_device_plugin.config import DiscoveryKind, LogFormat, ServeConfig
 from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
+from gpu_device_plugin.telemetry.logs import LogFormat
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:

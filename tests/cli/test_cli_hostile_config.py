@@ -17,10 +17,11 @@ import pytest
 from cli_support import needs_no_gpu, one_error_line
 from click.testing import CliRunner, Result
 
+from gpu_device_plugin.backends.config import DiscoveryKind
 from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.main import main
-from gpu_device_plugin.config import DiscoveryKind, ServeConfig
 from testsupport.fakeapi import write_kubeconfig
 
 FAKE = ("--discovery", "fake", "--fake-devices", "1")

@@ -21,9 +21,9 @@ from pydantic.alias_generators import to_snake
 from gpu_device_plugin.allocator import DeviceIdStrategy, DeviceListStrategy
 from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cli.main import serve as serve_command
-from gpu_device_plugin.config import ServeConfig
 from gpu_device_plugin.nvidia_config import NVIDIA_KEYS, OurFlags
 
 FIXTURES = Path(__file__).parent.parent / "config" / "fixtures" / "nvidia"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from cluster_support import EXACT_BACKOFF, NODE, PREFIX, Sleeps, fake_inventory, running
 
+from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.cluster.label_sync import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi, NodeInfo
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import cluster_tasks, connect, contained
-from gpu_device_plugin.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import SnapshotCell
 from testsupport.fakeapi import FakeApiServer, node

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.cluster.kubeconfig import check_kubeconfig
-from gpu_device_plugin.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from testsupport.fakeapi import write_kubeconfig
 

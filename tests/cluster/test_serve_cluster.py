@@ -24,9 +24,10 @@ from cluster_support import NODE, PREFIX
 from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.cli import main as cli_main
 from gpu_device_plugin.cli import serve as serve_module
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.main import main
+from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.cluster.events import UNHEALTHY
-from gpu_device_plugin.config import ClusterConfig, ServeConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakeapi import FakeApiServer, node, unreachable_kubeconfig
@@ -136,7 +137,7 @@ def test_a_plain_serve_never_imports_the_kubernetes_client() -> None:
     code = (
         "import sys\n"
         "import gpu_device_plugin.cli.main, gpu_device_plugin.cli.serve, gpu_device_plugin.cluster.tasks\n"
-        "from gpu_device_plugin.config import ServeConfig\n"
+        "from gpu_device_plugin.cli.config import ServeConfig\n"
         "ServeConfig()\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes')\n"
         "assert not loaded, loaded\n"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind, HealthConfig
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.health.config import HealthConfig
 from gpu_device_plugin.health.tracker import RecoveryPolicy
 
 

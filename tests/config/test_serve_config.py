@@ -7,15 +7,11 @@ from pathlib import Path
 import pytest
 
 from gpu_device_plugin.allocator import AllocateOptions
-from gpu_device_plugin.config import (
-    DEFAULT_PLUGIN_DIR,
-    DEFAULT_RESOURCE_NAME,
-    DiscoveryConfig,
-    DiscoveryKind,
-    ServeConfig,
-    check_resource_name,
-)
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
+from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
 
 
 @pytest.mark.parametrize(

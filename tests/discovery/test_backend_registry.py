@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.backends.fake.discover import FakeBackend
 from gpu_device_plugin.backends.nvml.discover import NvmlBackend, nvml_backend
 from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
 from gpu_device_plugin.backends.nvml.library import NvmlSession
 from gpu_device_plugin.backends.registry import BACKENDS, make_backend
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.source import HealthWiring

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.backends.fake.discover import FakeBackend
 from gpu_device_plugin.backends.nvml.discover import NvmlBackend
 from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
 from gpu_device_plugin.backends.nvml.library import NvmlSession
 from gpu_device_plugin.backends.registry import make_backend
-from gpu_device_plugin.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.discovery.initial import initial_inventory
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory

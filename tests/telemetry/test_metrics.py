@@ -13,7 +13,7 @@ import yaml
 
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.backends.fake.spec import FakeConfig, FakeDevice, fake_uuid, to_inventory
-from gpu_device_plugin.config import ServeConfig
+from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.xid import describe_xid

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.backends.fake.health import follow_fake_file
 from gpu_device_plugin.backends.fake.spec import FakeConfig, load_fake_config, to_inventory
-from gpu_device_plugin.config import DiscoveryConfig
 from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import FAKE_FILE
 from gpu_device_plugin.inventory import Inventory

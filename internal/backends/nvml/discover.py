@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
+from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
 from gpu_device_plugin.backends.nvml.health import NvmlHealthSource
 from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession, bind_library, load_pynvml
 from gpu_device_plugin.backends.nvml.topology import read_topology
-from gpu_device_plugin.config import DiscoveryConfig
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import NVML_EVENTS, NVML_LOOP

@@ -1,0 +1,46 @@
+"""The daemon's one typed configuration, validated once at start-up: the layers' configs composed.
+
+The CLI fills it from flags, environment variables and an optional config file;
+each layer owns its own part (backends/config.py, health/config.py,
+cluster/config.py, the allocator's AllocateOptions) and receives only that. A
+bad value is a ConfigError naming the field, which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.backends.config import DiscoveryConfig
+from gpu_device_plugin.cluster.config import ClusterConfig
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.health.config import HealthConfig
+from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
+from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
+from gpu_device_plugin.telemetry.logs import LogFormat
+from gpu_device_plugin.telemetry.metrics import parse_address
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    resource_name: str = DEFAULT_RESOURCE_NAME
+    """Extended resource advertised to the kubelet, <domain>/<name>."""
+    device_plugin_dir: Path = DEFAULT_PLUGIN_DIR
+    """The kubelet's device-plugins folder (holds kubelet.sock)."""
+    allocate: AllocateOptions = field(default_factory=AllocateOptions)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    log_format: LogFormat = LogFormat.TEXT
+    log_level: str = "INFO"
+    metrics_address: str | None = None
+    """HOST:PORT to serve Prometheus metrics on (/metrics); None: no metrics at all."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        check_resource_name(self.resource_name)
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except ValueError as err:
+                raise ConfigError("metrics-address", str(err)) from err

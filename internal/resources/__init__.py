@@ -1,0 +1,1 @@
+"""Resources served to the kubelet: their names, and one manager per resource."""

@@ -44,6 +44,7 @@ from gpu_device_plugin.allocator import (
 from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
 from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 from gpu_device_plugin.server.client import PluginClient
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.service import DevicePluginService
@@ -103,10 +104,8 @@ async def time_grpc(client: PluginClient, requests: Sequence[Request], calls: in
 async def serve(preset: str, socket: Path, policy_name: str) -> None:
     policy: PreferredPolicy = topology_policy if policy_name == "topology" else in_order_policy
     service = DevicePluginService(
-        resource_name="example.com/gpu",
+        manager=WholeGpuManager("example.com/gpu", AllocateOptions(), policy),
         cell=SnapshotCell(inventory_for(preset)),
-        allocate_options=AllocateOptions(),
-        preferred_policy=policy,
     )
     server = PluginServer(service, socket)
     await server.start()

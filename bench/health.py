@@ -30,6 +30,7 @@ from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.inventory import Health, SnapshotCell
+from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.service import DevicePluginService
@@ -38,7 +39,9 @@ from gpu_device_plugin.server.service import DevicePluginService
 async def detected_to_delivered(folder: Path, *, trials: int, streams: int) -> dict[str, float]:
     inventory = to_inventory(FakeConfig(count=8))
     cell = SnapshotCell(inventory)
-    service = DevicePluginService("example.com/gpu", cell, AllocateOptions(), in_order_policy)
+    service = DevicePluginService(
+        WholeGpuManager("example.com/gpu", AllocateOptions(), in_order_policy), cell
+    )
     server = PluginServer(service, folder / f"h{streams}.sock")
     await server.start()
     samples = []

@@ -1,10 +1,11 @@
-"""Wiring for `serve`: build each layer from the config and run them together."""
+"""Wiring for `serve`: each layer built from the config, one plugin server per resource, run together."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
@@ -14,11 +15,14 @@ from gpu_device_plugin.backends.registry import make_backend
 from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
 from gpu_device_plugin.discovery.initial import initial_inventory
+from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.config import HealthConfig
 from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.resources.manager import ResourceManager
+from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 from gpu_device_plugin.root_tasks import run_root_tasks
 from gpu_device_plugin.server.health_service import HealthService
 from gpu_device_plugin.server.service import DevicePluginService
@@ -38,6 +42,11 @@ from gpu_device_plugin.telemetry.tracing import Tracing
 log = logging.getLogger(__name__)
 
 
+def resource_managers(config: ServeConfig) -> tuple[ResourceManager, ...]:
+    """The resources `serve` offers, one plugin server each: today whole GPUs under one name."""
+    return (WholeGpuManager(config.resource_name, config.allocate, topology_policy),)
+
+
 async def serve(
     config: ServeConfig,
     tracing: Tracing,
@@ -46,21 +55,34 @@ async def serve(
     metrics: Metrics | None = None,
     otlp_metrics: MetricsSink | None = None,
     config_line: str | None = None,
+    managers: Sequence[ResourceManager] | None = None,
 ) -> None:
     """Run until stopped. `metrics`: the object to record into when --metrics-address is set
     (tests pass their own to read its URL); made here when not given. `otlp_metrics`: the
     OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both.
     `config_line`: the effective configuration, logged once discovery has started (so that
-    every refusal at start stays one line)."""
+    every refusal at start stays one line). `managers`: the resources to serve
+    (resource_managers(config) when not given)."""
+    managers = tuple(managers) if managers is not None else resource_managers(config)
+    names = [m.resource_name for m in managers]
+    if not managers or len(set(names)) != len(names):
+        raise ConfigError("resource-name", f"each resource needs one name of its own, got {names}")
     # What the environment can refuse (the folder, the metrics port) is tried first,
     # so a bad one exits 2 before discovery, any server or any registration.
-    check_plugin_dir(config.device_plugin_dir, config.resource_name)
+    for name in names:
+        check_plugin_dir(config.device_plugin_dir, name)
     endpoint: MetricsEndpoint | None = None
     if config.metrics_address is not None:
         endpoint = MetricsEndpoint(metrics or Metrics(), config.metrics_address)
     try:
         await _serve(
-            config, tracing, stop, endpoint=endpoint, otlp_metrics=otlp_metrics, config_line=config_line
+            config,
+            managers,
+            tracing,
+            stop,
+            endpoint=endpoint,
+            otlp_metrics=otlp_metrics,
+            config_line=config_line,
         )
     finally:
         if endpoint is not None:
@@ -69,6 +91,7 @@ async def serve(
 
 async def _serve(
     config: ServeConfig,
+    managers: Sequence[ResourceManager],
     tracing: Tracing,
     stop: asyncio.Event | None,
     *,
@@ -82,23 +105,23 @@ async def _serve(
     )
     if config_line is not None:
         log.info("%s", config_line)
+    # The one snapshot cell: health publishes into it, every resource's server follows it.
     cell = SnapshotCell(inventory)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
-    if endpoint is not None:
-        sink = combined([endpoint.metrics, *pushed])
-        tasks["metrics"] = serve_metrics(endpoint, cell, resource_name=config.resource_name, sink=sink)
-    else:
-        sink = combined(pushed)
-        if pushed:
-            tasks["metrics"] = follow_inventory(sink, cell, resource_name=config.resource_name)
-    service = DevicePluginService(
-        resource_name=config.resource_name,
-        cell=cell,
-        allocate_options=config.allocate,
-        preferred_policy=topology_policy,
-        metrics=sink,
-    )
+    sink = combined([endpoint.metrics, *pushed] if endpoint is not None else pushed)
+    services = [DevicePluginService(manager=m, cell=cell, metrics=sink) for m in managers]
+    one = len(services) == 1
+    for index, service in enumerate(services):
+        suffix = "" if one else f" {service.resource_name}"
+        if endpoint is not None and index == 0:
+            tasks["metrics"] = serve_metrics(
+                endpoint, service.devices, resource_name=service.resource_name, sink=sink
+            )
+        elif endpoint is not None or pushed:
+            tasks[f"metrics{suffix}"] = follow_inventory(
+                sink, service.devices, resource_name=service.resource_name
+            )
     status = HealthCheckStatus(metrics=sink, tracer=tracing.tracer)
     health = health_source(backend, cell, config.health, metrics=sink, tracer=tracing.tracer, status=status)
     if health is not None:
@@ -109,17 +132,29 @@ async def _serve(
     health_service = HealthService(status if health is not None else None)
     if health is not None:
         tasks["health-status"] = health_service.follow()
+    # The cluster tasks wait for every resource's first registration.
     registered = asyncio.Event()
-    supervisor = PluginSupervisor(
-        service=service,
-        plugin_dir=config.device_plugin_dir,
-        tracer=tracing.tracer,
-        server_spans=tracing.server_spans,
-        metrics=sink,
-        on_registered=lambda _socket: registered.set(),
-        health=health_service.servicer,
-    )
-    tasks["plugin-server"] = supervisor.run()
+    waiting = {s.resource_name for s in services}
+
+    def on_registered(name: str) -> Callable[[Path], None]:
+        def done(_socket: Path) -> None:
+            waiting.discard(name)
+            if not waiting:
+                registered.set()
+
+        return done
+
+    for service in services:
+        supervisor = PluginSupervisor(
+            service=service,
+            plugin_dir=config.device_plugin_dir,
+            tracer=tracing.tracer,
+            server_spans=tracing.server_spans,
+            metrics=sink,
+            on_registered=on_registered(service.resource_name),
+            health=health_service.servicer,
+        )
+        tasks["plugin-server" if one else f"plugin-server {service.resource_name}"] = supervisor.run()
     if config.cluster.enabled:
         # Imported only when on: a plain `serve` never loads the kubernetes client.
         from gpu_device_plugin.cluster.tasks import cluster_tasks

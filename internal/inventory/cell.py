@@ -14,9 +14,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Watchable(Protocol[T_co]):
+    """What a reader of a latest value needs: the value now, and a stream of changes."""
+
+    @property
+    def value(self) -> T_co: ...
+
+    def watch(self) -> AsyncIterator[T_co]: ...
 
 
 class SnapshotCell(Generic[T]):

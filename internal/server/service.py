@@ -1,6 +1,7 @@
 """The DevicePlugin gRPC service (grpc.aio).
 
-Every RPC reads one immutable snapshot from the cell, so a health change in the
+One service per resource (its ResourceManager). Every RPC reads one immutable
+snapshot of the resource's devices (resources/view.py), so a health change in the
 middle of a request cannot produce a half-old, half-new answer. Client mistakes
 become INVALID_ARGUMENT / FAILED_PRECONDITION, logged at INFO: they are the
 kubelet's (or a user's) to fix, not ours, and must never crash the daemon.
@@ -27,18 +28,17 @@ import grpc
 from opentelemetry import trace
 
 from gpu_device_plugin.allocator import (
-    AllocateOptions,
     PreferredPlan,
-    PreferredPolicy,
     check_bounds,
     check_containers,
-    container_allocation,
     plan_preferred,
 )
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.errors import RequestError, cut_id, quote_ids
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.resources.manager import ResourceManager
+from gpu_device_plugin.resources.view import ResourceView
 from gpu_device_plugin.server.convert import container_allocate_response, list_and_watch_response
 from gpu_device_plugin.server.kubelet_view import KubeletView
 from gpu_device_plugin.server.rpc_spans import (
@@ -58,11 +58,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DevicePluginService(pb_grpc.DevicePluginServicer):
-    resource_name: str
+    # What this server's resource is: its devices, Allocate answer and preferred policy.
+    manager: ResourceManager
     cell: SnapshotCell[Inventory]
-    allocate_options: AllocateOptions
-    # None means GetPreferredAllocation is not offered; the options say so.
-    preferred_policy: PreferredPolicy | None
     # NULL_METRICS unless --metrics-address is set: recording then costs a no-op call.
     metrics: MetricsSink = NULL_METRICS
     # What the streams have told the kubelet: Allocate's health-race rule reads it.
@@ -71,13 +69,22 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     _rendered: tuple[Inventory | None, pb.ListAndWatchResponse] = field(
         default=(None, pb.ListAndWatchResponse()), init=False, repr=False
     )
+    # The manager's devices in the cell: every RPC reads it, every stream follows it.
+    devices: ResourceView = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.devices = ResourceView(self.cell, self.manager)
+
+    @property
+    def resource_name(self) -> str:
+        return self.manager.resource_name
 
     @property
     def options(self) -> pb.DevicePluginOptions:
         # Derived from what is wired, so the options cannot promise what we do not do.
         return pb.DevicePluginOptions(
             pre_start_required=False,
-            get_preferred_allocation_available=self.preferred_policy is not None,
+            get_preferred_allocation_available=self.manager.preferred_policy is not None,
         )
 
     async def GetDevicePluginOptions(
@@ -101,7 +108,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         span = trace.get_current_span()
         self.view.streams += 1
         try:
-            async for inventory in self.cell.watch():
+            async for inventory in self.devices.watch():
                 span.add_event(
                     attrs.DEVICES_SENT_EVENT,
                     {attrs.DEVICES: len(inventory.devices), attrs.HEALTHY: inventory.healthy_count},
@@ -130,7 +137,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def _preferred(self, request: pb.PreferredAllocationRequest) -> pb.PreferredAllocationResponse:
         span = trace.get_current_span()
         recording = span.is_recording()
-        inventory = self.cell.value
+        inventory = self.devices.value
         # The kubelet's candidates may name devices we have since lost, never more than we showed it.
         limit = max(len(inventory.devices), self.view.most_devices)
         check_containers(len(request.container_requests), limit=limit)
@@ -139,9 +146,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             check_bounds(req.must_include_deviceIDs, what="must_include_deviceIDs", limit=limit)
         if recording:
             span.set_attributes(
-                preferred_request_attributes(self.resource_name, request, self.preferred_policy)
+                preferred_request_attributes(self.resource_name, request, self.manager.preferred_policy)
             )
-        policy = self.preferred_policy
+        policy = self.manager.preferred_policy
         if policy is None:
             raise RequestError("preferred allocation is not offered")
         response = pb.PreferredAllocationResponse()
@@ -197,18 +204,20 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         span = trace.get_current_span()
         recording = span.is_recording()
-        inventory = self.cell.value
+        inventory = self.devices.value
         # Each container needs its own devices, so none of these can exceed the device count.
         limit = len(inventory.devices)
         check_containers(len(request.container_requests), limit=limit)
         for req in request.container_requests:
             check_bounds(req.devices_ids, what="devices_ids", limit=limit)
         if recording:
-            span.set_attributes(allocate_attributes(self.resource_name, self.allocate_options, request))
+            span.set_attributes(
+                allocate_attributes(self.resource_name, self.manager.allocate_options, request)
+            )
         racing = self.view.racing(inventory)
         # Build every container's answer before replying: all or nothing.
         allocations = [
-            container_allocation(inventory, list(req.devices_ids), self.allocate_options, tolerate=racing)
+            self.manager.allocate(inventory, list(req.devices_ids), tolerate=racing)
             for req in request.container_requests
         ]
         if not allocations:

@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
+from gpu_device_plugin.inventory import Health, Inventory
+from gpu_device_plugin.inventory.cell import Watchable
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +257,15 @@ async def metrics_endpoint(metrics: Metrics, address: str) -> AsyncIterator[str]
         await endpoint.close()
 
 
-async def follow_inventory(sink: MetricsSink, cell: SnapshotCell[Inventory], *, resource_name: str) -> None:
-    """Root task: the device gauges kept equal to the cell."""
+async def follow_inventory(sink: MetricsSink, cell: Watchable[Inventory], *, resource_name: str) -> None:
+    """Root task: the device gauges kept equal to the cell (or a resource's view of it)."""
     async for inventory in cell.watch():
         sink.inventory(resource_name, inventory)
 
 
 async def serve_metrics(
     endpoint: MetricsEndpoint,
-    cell: SnapshotCell[Inventory],
+    cell: Watchable[Inventory],
     *,
     resource_name: str,
     sink: MetricsSink | None = None,

@@ -18,6 +18,7 @@ from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
 from gpu_device_plugin.inventory import SnapshotCell
+from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 from gpu_device_plugin.server.kubelet_standin import CHECKPOINT, StandinKubelet
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.service import DevicePluginService
@@ -34,7 +35,8 @@ async def register(folder: Path, endpoint: str) -> None:
 async def test_a_registration_is_dialed_back_and_its_device_lists_recorded(plugin_dir: Path) -> None:
     cell = SnapshotCell(to_inventory(FakeConfig(count=3)))
     server = PluginServer(
-        DevicePluginService(RESOURCE, cell, AllocateOptions(), in_order_policy), plugin_dir / "p.sock"
+        DevicePluginService(WholeGpuManager(RESOURCE, AllocateOptions(), in_order_policy), cell),
+        plugin_dir / "p.sock",
     )
     await server.start()
     try:

@@ -12,6 +12,7 @@ from opentelemetry import trace
 from gpu_device_plugin.allocator import AllocateOptions, topology_policy
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import MAX_SOCKET_PATH, check_plugin_dir
 from gpu_device_plugin.server.supervisor import PluginSupervisor
@@ -66,10 +67,8 @@ def test_a_read_only_folder_is_refused(tmp_path: Path) -> None:
 async def test_the_supervisor_refuses_a_missing_folder_instead_of_waiting_in_it(tmp_path: Path) -> None:
     absent = tmp_path / "device-plugins"
     service = DevicePluginService(
-        resource_name=RESOURCE,
+        manager=WholeGpuManager(RESOURCE, AllocateOptions(), topology_policy),
         cell=SnapshotCell(Inventory(devices=(), backend="fake")),
-        allocate_options=AllocateOptions(),
-        preferred_policy=topology_policy,
     )
     supervisor = PluginSupervisor(service=service, plugin_dir=absent, tracer=trace.NoOpTracer())
 

@@ -21,6 +21,7 @@ from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
 from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.inventory import Health, SnapshotCell
+from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 from gpu_device_plugin.server.kubelet_view import KubeletView
 from gpu_device_plugin.server.plugin_server import PluginServer
 from gpu_device_plugin.server.service import DevicePluginService
@@ -49,10 +50,8 @@ async def test_allocate_of_a_device_that_just_went_unhealthy(
     inventory = to_inventory(FakeConfig(count=4))
     cell = SnapshotCell(inventory)
     service = DevicePluginService(
-        "example.com/gpu",
+        WholeGpuManager("example.com/gpu", AllocateOptions(), in_order_policy),
         cell,
-        AllocateOptions(),
-        in_order_policy,
         view=KubeletView(grace_s=1.0, clock=clock),
     )
     server = PluginServer(service, plugin_dir / "race.sock")
@@ -97,7 +96,9 @@ async def test_a_closed_stream_is_no_longer_a_kubelet_watching(plugin_dir: Path)
     """Without an open stream no kubelet is choosing, so no unhealthy device is forgiven."""
     inventory = to_inventory(FakeConfig(count=2))
     cell = SnapshotCell(inventory)
-    service = DevicePluginService("example.com/gpu", cell, AllocateOptions(), in_order_policy)
+    service = DevicePluginService(
+        WholeGpuManager("example.com/gpu", AllocateOptions(), in_order_policy), cell
+    )
     server = PluginServer(service, plugin_dir / "streams.sock")
     await server.start()
     try:

@@ -64,7 +64,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     # NULL_METRICS unless --metrics-address is set: recording then costs a no-op call.
     metrics: MetricsSink = NULL_METRICS
     # What the streams have told the kubelet: Allocate's health-race rule reads it.
-    view: KubeletView = field(default_factory=KubeletView)
+    kubelet_view: KubeletView = field(default_factory=KubeletView)
     # Every snapshot is rendered once and shared by all streams.
     _rendered: tuple[Inventory | None, pb.ListAndWatchResponse] = field(
         default=(None, pb.ListAndWatchResponse()), init=False, repr=False
@@ -97,7 +97,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         if cached is not inventory:
             response = list_and_watch_response(inventory)
             self._rendered = (inventory, response)
-            self.view.sent(inventory)
+            self.kubelet_view.sent(inventory)
         return response
 
     async def ListAndWatch(
@@ -106,7 +106,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         context: grpc.aio.ServicerContext[pb.Empty, pb.ListAndWatchResponse],
     ) -> AsyncIterator[pb.ListAndWatchResponse]:
         span = trace.get_current_span()
-        self.view.streams += 1
+        self.kubelet_view.streams += 1
         try:
             async for inventory in self.devices.watch():
                 span.add_event(
@@ -115,7 +115,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
                 )
                 yield self._render(inventory)
         finally:
-            self.view.streams -= 1
+            self.kubelet_view.streams -= 1
 
     async def GetPreferredAllocation(
         self,
@@ -139,7 +139,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         recording = span.is_recording()
         inventory = self.devices.value
         # The kubelet's candidates may name devices we have since lost, never more than we showed it.
-        limit = max(len(inventory.devices), self.view.most_devices)
+        limit = max(len(inventory.devices), self.kubelet_view.most_devices)
         check_containers(len(request.container_requests), limit=limit)
         for req in request.container_requests:
             check_bounds(req.available_deviceIDs, what="available_deviceIDs", limit=limit)
@@ -214,7 +214,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             span.set_attributes(
                 allocate_attributes(self.resource_name, self.manager.allocate_options, request)
             )
-        racing = self.view.racing(inventory)
+        racing = self.kubelet_view.racing(inventory)
         # Build every container's answer before replying: all or nothing.
         allocations = [
             self.manager.allocate(inventory, list(req.devices_ids), tolerate=racing)

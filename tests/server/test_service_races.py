@@ -52,7 +52,7 @@ async def test_allocate_of_a_device_that_just_went_unhealthy(
     service = DevicePluginService(
         WholeGpuManager("example.com/gpu", AllocateOptions(), in_order_policy),
         cell,
-        view=KubeletView(grace_s=1.0, clock=clock),
+        kubelet_view=KubeletView(grace_s=1.0, clock=clock),
     )
     server = PluginServer(service, plugin_dir / "race.sock")
     await server.start()
@@ -106,9 +106,11 @@ async def test_a_closed_stream_is_no_longer_a_kubelet_watching(plugin_dir: Path)
             stub = pb_grpc.DevicePluginStub(channel)
             stream = stub.ListAndWatch(pb.Empty())
             await stream.read()
-            assert service.view.streams == 1
+            assert service.kubelet_view.streams == 1
             stream.cancel()
-            await eventually(lambda: service.view.streams == 0, what="the stream's end seen by the service")
+            await eventually(
+                lambda: service.kubelet_view.streams == 0, what="the stream's end seen by the service"
+            )
             # Published after the kubelet went: refused at once.
             publish_snapshot(
                 cell,

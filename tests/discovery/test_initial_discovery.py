@@ -1,4 +1,4 @@
-"""Choosing a backend, and what the first discovery does when NVML cannot start."""
+"""The first discovery (what it does when NVML cannot start), and make_backend building each kind."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.inventory import Inventory
 from testsupport.fake_nvml import ERROR_UNKNOWN, FakeGpu, FakeNvml, NVMLError
 
-FACTORY_LOG = "gpu_device_plugin.discovery.initial"
+DISCOVERY_LOG = "gpu_device_plugin.discovery.initial"
 
 
 def broken_nvml(tmp_path: Path) -> NvmlBackend:
@@ -34,7 +34,7 @@ def test_fail_on_init_error_reraises(tmp_path: Path) -> None:
 def test_without_fail_on_init_error_serves_nothing_and_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=FACTORY_LOG)
+    caplog.set_level(logging.INFO, logger=DISCOVERY_LOG)
 
     inventory = initial_inventory(broken_nvml(tmp_path), fail_on_init_error=False)
 
@@ -51,12 +51,12 @@ def test_working_backend_is_discovered_and_logged(
 ) -> None:
     lib = FakeNvml(gpus=[FakeGpu(uuid="GPU-a"), FakeGpu(uuid="GPU-b", minor=1)])
     nvml = NvmlBackend(NvmlSession(lib), driver_root=DriverRoot(tmp_path), sysfs_root=tmp_path)
-    caplog.set_level(logging.INFO, logger=FACTORY_LOG)
+    caplog.set_level(logging.INFO, logger=DISCOVERY_LOG)
 
     inventory = initial_inventory(nvml, fail_on_init_error=fail_on_init_error)
 
     assert [d.id for d in inventory.devices] == ["GPU-a", "GPU-b"]
-    assert [r.getMessage() for r in caplog.records if r.name == FACTORY_LOG] == [
+    assert [r.getMessage() for r in caplog.records if r.name == DISCOVERY_LOG] == [
         "discovered 2 device(s) with the nvml backend (driver 550.54.15, CUDA 12.4)"
     ]
 

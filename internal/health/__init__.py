@@ -1,5 +1,7 @@
-"""Health sources: they publish new Inventory snapshots when device health changes.
+"""What every health source shares: publishing new snapshots, recovery, ignored XIDs, supervision.
 
+Each backend's own source lives with the backend (backends/nvml/health.py,
+backends/fake/health.py) and is handed over as a HealthSource (source.py).
 A source never talks to the kubelet; the server's streams follow the cell.
 """
 

@@ -37,8 +37,8 @@ from gpu_device_plugin.allocator.shared_policy import (
     distributed_policy,
     packed_policy,
 )
-from gpu_device_plugin.discovery.fake_config import FakeConfig, to_inventory
-from gpu_device_plugin.discovery.fake_topology import FakeTopology
+from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
+from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.inventory import Device, Inventory
 
 PATTERNS = 64

@@ -5,7 +5,7 @@ A time-slicing or MPS resource advertises N ids per physical GPU
 instance, and its "GPU" here is the parent GPU. Either way a `SharedLayout`
 lists, per GPU in index order, its replica ids in rank order (lowest replica
 number first), plus the pair weights between the GPUs from the topology scoring
-(allocator/topology.py's `pair_weight`, the one table of weights).
+(allocator/scoring.py's `pair_weight`, the one table of weights).
 
 Replicas of one GPU are interchangeable: the search (shared_policy.py) only
 ever sees counts per GPU, and the rank order here is what turns counts back into
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gpu_device_plugin.allocator.topology import pair_weight
+from gpu_device_plugin.allocator.scoring import pair_weight
 from gpu_device_plugin.inventory import Device, Inventory
 
 

@@ -13,7 +13,7 @@ GPU g, with m_g <= x_g <= a_g and sum(x_g) = size, where for GPU g:
   held by other containers (or unusable): how shared the GPU already is. A GPU
   whose replicas are all available (u_g = 0) is unshared;
 - the support: the GPUs with x_g > 0; its score is the sum of the pair weights
-  (allocator/topology.py) over every pair of GPUs in it, each GPU counted once
+  (allocator/scoring.py) over every pair of GPUs in it, each GPU counted once
   (a container sees a GPU once however many of its replicas it holds).
 
 Each policy ranks count vectors lexicographically, criterion by criterion:

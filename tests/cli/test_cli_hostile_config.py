@@ -86,7 +86,7 @@ def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
         yield folder
         return
     probe.unlink()
-    pytest.skip("no folder refuses root's writes on this machine")
+    pytest.skip(reason="no folder refuses root's writes on this machine")
 
 
 def test_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_the_library_under_the_driver_root_is_the_one_pynvml_loads(command: str,
         None,
     )
     if libm is None:
-        pytest.skip("no libm.so.6 in the usual folders")
+        pytest.skip(reason="no libm.so.6 in the usual folders")
     folder = tmp_path / "usr/lib64"
     folder.mkdir(parents=True)
     # A copy: an absolute link would point into the root, where libm is not.

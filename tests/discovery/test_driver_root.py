@@ -28,7 +28,7 @@ def a_real_shared_library() -> Path:
     ):
         if (Path(folder) / name).exists():
             return (Path(folder) / name).resolve()
-    pytest.skip(f"{name} not found in the usual folders")
+    pytest.skip(reason=f"{name} not found in the usual folders")
 
 
 def test_the_default_root_leaves_the_lookup_to_the_loader() -> None:

@@ -19,7 +19,7 @@ from testsupport.fakegpus import write_fake_config
 from testsupport.spans import SpanRecorder
 
 # The C NVML fake's fixtures (nvml_fake_lib, fake_driver, fake_pynvml): testsupport/nvmlfake_fixtures.py.
-pytest_plugins = ["testsupport.nvmlfake_fixtures"]
+pytest_plugins = ["testsupport.nvmlfake_fixtures", "testsupport.cli_fixtures"]
 
 FakeFile = Callable[..., None]
 

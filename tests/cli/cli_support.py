@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from click.testing import CliRunner, Result
+
+from gpu_device_plugin.cli.main import main
 
 
 def nvml_works() -> bool:
@@ -46,3 +49,8 @@ def one_error_line(stderr: str, *phrases: str) -> str:
     for phrase in phrases:
         assert phrase in line, f"{phrase!r} not in {line!r}"
     return line
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The CLI in process, as a user would call it."""
+    return CliRunner().invoke(main, list(args), env=env, prog_name="gpu-device-plugin")

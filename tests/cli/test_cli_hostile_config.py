@@ -14,42 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import needs_no_gpu, one_error_line
-from click.testing import CliRunner, Result
+from cli_support import needs_no_gpu, one_error_line, run
+from click.testing import Result
 
 from gpu_device_plugin.backends.config import DiscoveryKind
-from gpu_device_plugin.cli import main as cli_main
-from gpu_device_plugin.cli import serve as serve_module
 from gpu_device_plugin.cli.config import ServeConfig
-from gpu_device_plugin.cli.main import main
 from testsupport.fakeapi import write_kubeconfig
 
 FAKE = ("--discovery", "fake", "--fake-devices", "1")
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), env=env, prog_name="gpu-device-plugin")
-
-
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("GPU_DP_", "OTEL_")):
-            monkeypatch.delenv(name)
-    # `serve` would point the root logger at CliRunner's stream, which outlives the test.
-    monkeypatch.setattr(cli_main, "configure_logging", lambda **_: None)
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
-    """Stands in for the daemon: records the ServeConfig `serve` would run with."""
-    configs: list[ServeConfig] = []
-
-    async def record(config: ServeConfig, *_: object, **__: object) -> None:
-        configs.append(config)
-
-    monkeypatch.setattr(serve_module, "serve", record)
-    return configs
+def _clean(clean_environment: None) -> None:
+    """Every test here starts without the caller's GPU_DP_*/OTEL_* and logging set-up."""
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from gpu_device_plugin.allocator import (
 )
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.api.v1beta1 import api_pb2_grpc as pb_grpc
-from gpu_device_plugin.errors import RequestError, cut_id, quote_ids
+from gpu_device_plugin.errors import MAX_NAMED_IDS, RequestError, cut_id, quote_ids
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.resources.manager import ResourceManager
 from gpu_device_plugin.resources.view import ResourceView
@@ -238,11 +238,14 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             told = "not yet told" if age is None else f"told {age:.2f} s ago"
             return f"{cut_id(device_id)!r} ({told})"
 
+        # As quote_ids bounds ids, with when each was told beside it.
+        unique = sorted(set(used))
+        more = len(unique) - MAX_NAMED_IDS
         log.info(
             "Allocate hands out devices that just turned unhealthy: %s%s; the kubelet chose "
             "them while they were healthy in its view",
-            ", ".join(when(i) for i in sorted(used)[:5]),
-            f" and {len(used) - 5} more" if len(used) > 5 else "",
+            ", ".join(when(i) for i in unique[:MAX_NAMED_IDS]),
+            f" and {more:,} more" if more > 0 else "",
         )
         span.add_event(attrs.HEALTH_RACE_EVENT, health_race_attributes(used, [], used))
 

@@ -26,7 +26,17 @@ from opentelemetry import trace
 from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.backends.nvml.driver_root import DriverRoot
 from gpu_device_plugin.backends.nvml.health import NvmlHealthSource
-from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession, bind_library, load_pynvml
+from gpu_device_plugin.backends.nvml.library import (
+    ERROR_GPU_IS_LOST,
+    ERROR_NOT_SUPPORTED,
+    LOST_REASON,
+    NvmlLibrary,
+    NvmlSession,
+    bind_library,
+    error_code,
+    load_pynvml,
+    nvml_text,
+)
 from gpu_device_plugin.backends.nvml.topology import read_topology
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.health.source import HealthSource, HealthWiring
@@ -34,7 +44,6 @@ from gpu_device_plugin.health.status import NVML_EVENTS, NVML_LOOP
 from gpu_device_plugin.health.tracker import HealthTracker
 from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
 from gpu_device_plugin.inventory.model import sorted_devices
-from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +55,7 @@ REQUIRED_CONTROL_NODE = "nvidiactl"
 
 T = TypeVar("T")
 # NVML_ERROR_NOT_SUPPORTED: the answer to a MIG query on a GPU without MIG.
-_NVML_ERROR_NOT_SUPPORTED = 3
-_NVML_ERROR_GPU_IS_LOST = 15
 _NVML_DEVICE_MIG_ENABLE = 1
-LOST_REASON = HealthReason("GPU is lost", ReasonCode.GPU_LOST)
-
-
-def _text(value: str | bytes) -> str:
-    # Older nvidia-ml-py releases return bytes for strings.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _code(err: Exception) -> int | None:
-    value = getattr(err, "value", None)
-    return value if isinstance(value, int) else None
 
 
 @dataclass
@@ -74,7 +70,7 @@ class NvmlBackend:
         lib = self.session.lib
         try:
             count = lib.nvmlDeviceGetCount()
-            driver = _text(lib.nvmlSystemGetDriverVersion())
+            driver = nvml_text(lib.nvmlSystemGetDriverVersion())
             cuda = _cuda_version(lib.nvmlSystemGetCudaDriverVersion())
         except lib.NVMLError as err:
             raise DiscoveryError(f"NVML could not list devices: {err}") from err
@@ -117,9 +113,9 @@ class NvmlBackend:
     ) -> Device | None:
         try:
             handle = lib.nvmlDeviceGetHandleByIndex(index)
-            uuid = _text(lib.nvmlDeviceGetUUID(handle))
+            uuid = nvml_text(lib.nvmlDeviceGetUUID(handle))
         except lib.NVMLError as err:
-            if _code(err) == _NVML_ERROR_GPU_IS_LOST:
+            if error_code(err) == ERROR_GPU_IS_LOST:
                 # Without a UUID there is no id to advertise it under; the others still serve.
                 log.error("GPU %d is lost and cannot be identified: not advertised (%s)", index, err)
                 unidentified.append((index, str(LOST_REASON)))
@@ -136,7 +132,7 @@ class NvmlBackend:
         capability = reads.get(
             "compute capability", lambda: tuple(lib.nvmlDeviceGetCudaComputeCapability(handle))
         )
-        name = reads.get("name", lambda: _text(lib.nvmlDeviceGetName(handle)))
+        name = reads.get("name", lambda: nvml_text(lib.nvmlDeviceGetName(handle)))
         mig_capable, mig_mode = _mig(lib, handle, reads)
         node = dev / f"nvidia{minor}" if minor is not None else None
         if node is not None and not node.exists():
@@ -165,7 +161,7 @@ class NvmlBackend:
         try:
             node = lib.nvmlDeviceGetNumaNodeId(handle)
         except (lib.NVMLError, AttributeError) as err:
-            if isinstance(err, lib.NVMLError) and _code(err) == _NVML_ERROR_GPU_IS_LOST:
+            if isinstance(err, lib.NVMLError) and error_code(err) == ERROR_GPU_IS_LOST:
                 raise
             # Older drivers and bindings lack the call; the kernel knows too.
             node = self._sysfs_numa_node(bus_id)
@@ -221,7 +217,7 @@ class _Reads:
         try:
             return read()
         except self.lib.NVMLError as err:
-            if _code(err) == _NVML_ERROR_GPU_IS_LOST:
+            if error_code(err) == ERROR_GPU_IS_LOST:
                 self.lost = True  # said once for the GPU, not once per read
             else:
                 log.warning("GPU %d: cannot read %s: %s", self.index, what, err)
@@ -235,9 +231,9 @@ def _mig(lib: NvmlLibrary, handle: Any, reads: _Reads) -> tuple[bool | None, Mig
     except AttributeError:
         return None, None
     except lib.NVMLError as err:
-        if _code(err) == _NVML_ERROR_NOT_SUPPORTED:
+        if error_code(err) == ERROR_NOT_SUPPORTED:
             return False, None
-        if _code(err) == _NVML_ERROR_GPU_IS_LOST:
+        if error_code(err) == ERROR_GPU_IS_LOST:
             reads.lost = True
         return None, None
     return True, MigMode(
@@ -260,7 +256,7 @@ def _warn_mig(device: Device) -> None:
 
 def _bus_id(pci_info: Any) -> str:
     # NVML gives "00000000:17:00.0" (8-digit domain); sysfs names it "0000:17:00.0".
-    raw = _text(pci_info.busId).lower()
+    raw = nvml_text(pci_info.busId).lower()
     domain, rest = raw.split(":", 1)
     return f"{domain[-4:]}:{rest}"
 

@@ -36,7 +36,16 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from gpu_device_plugin.backends.nvml.library import NvmlLibrary, NvmlSession
+from gpu_device_plugin.backends.nvml.library import (
+    ERROR_GPU_IS_LOST,
+    ERROR_NOT_SUPPORTED,
+    ERROR_TIMEOUT,
+    LOST_REASON,
+    NvmlLibrary,
+    NvmlSession,
+    error_code,
+    nvml_text,
+)
 from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.health.publish import publish_snapshot
 from gpu_device_plugin.health.status import NVML_EVENTS, HealthCheckStatus
@@ -54,9 +63,6 @@ EVENT_SINGLE_BIT_ECC = 0x1
 EVENT_DOUBLE_BIT_ECC = 0x2
 EVENT_XID_CRITICAL = 0x8
 WATCHED_EVENTS = EVENT_DOUBLE_BIT_ECC | EVENT_XID_CRITICAL
-ERROR_NOT_SUPPORTED = 3
-ERROR_TIMEOUT = 10
-ERROR_GPU_IS_LOST = 15
 # Non-timeout failures of the event wait in a row before the event set is rebuilt.
 WAIT_FAILURES_BEFORE_RESTART = 3
 
@@ -89,12 +95,6 @@ class EventWaitFailing(Exception):
     """nvmlEventSetWait kept failing: the event set is rebuilt (and health checking degraded meanwhile)."""
 
 
-def _error_code(err: Exception) -> int | None:
-    # pynvml's NVMLError subclasses carry NVML's return code as `.value`.
-    value = getattr(err, "value", None)
-    return value if isinstance(value, int) else None
-
-
 def handle_address(handle: Any) -> int | None:
     """The address a device handle points at: the one identity NVML gives a GPU for a session.
 
@@ -108,10 +108,6 @@ def handle_address(handle: Any) -> int | None:
     except (ctypes.ArgumentError, TypeError):
         return None
     return address or None
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -233,8 +229,8 @@ class NvmlHealthSource:
             self.tracker.probe(device_id, False, hung, self.clock())
         except self.lib.NVMLError as err:
             reason = (
-                HealthReason("GPU is lost", ReasonCode.GPU_LOST)
-                if _error_code(err) == ERROR_GPU_IS_LOST
+                LOST_REASON
+                if error_code(err) == ERROR_GPU_IS_LOST
                 else HealthReason(f"probe failed: {err}", ReasonCode.PROBE)
             )
             self.tracker.probe(device_id, False, reason, self.clock())
@@ -299,7 +295,7 @@ class NvmlHealthSource:
         try:
             event_set = lib.nvmlEventSetCreate()
         except lib.NVMLError as err:
-            if _error_code(err) != ERROR_NOT_SUPPORTED:
+            if error_code(err) != ERROR_NOT_SUPPORTED:
                 raise  # a failure, not a fact of this node: degraded, and tried again
             log.warning("NVML events are not supported here, relying on probes alone: %s", err)
             return
@@ -328,7 +324,7 @@ class NvmlHealthSource:
                 else:
                     log.info("%s reports no critical events; probes alone watch it", device_id)
             except lib.NVMLError as err:
-                if _error_code(err) == ERROR_NOT_SUPPORTED:
+                if error_code(err) == ERROR_NOT_SUPPORTED:
                     log.info("%s does not support events; probes alone watch it", device_id)
                     continue
                 post(Fault(device_id, HealthReason(f"cannot register for events: {err}", ReasonCode.EVENTS)))
@@ -352,7 +348,7 @@ class NvmlHealthSource:
         try:
             data = lib.nvmlEventSetWait_v2(event_set, self.event_wait_ms)
         except lib.NVMLError as err:
-            if _error_code(err) == ERROR_TIMEOUT:
+            if error_code(err) == ERROR_TIMEOUT:
                 return 0  # nothing happened
             failures += 1
             if failures >= WAIT_FAILURES_BEFORE_RESTART:
@@ -377,7 +373,7 @@ class NvmlHealthSource:
             return by_address[address]
         # A library that hands out another address per call: ask for the UUID instead.
         try:
-            uuid = _text(self.lib.nvmlDeviceGetUUID(data.device))
+            uuid = nvml_text(self.lib.nvmlDeviceGetUUID(data.device))
         except self.lib.NVMLError:
             return None
         return uuid if uuid in device_ids else None

@@ -16,6 +16,27 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpu_device_plugin.errors import DiscoveryError
+from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
+
+# NVML return codes (nvml.h) that the backend acts on; named here once, for discovery,
+# topology and health alike.
+ERROR_INVALID_ARGUMENT = 2
+ERROR_NOT_SUPPORTED = 3
+ERROR_TIMEOUT = 10
+ERROR_GPU_IS_LOST = 15
+LOST_REASON = HealthReason("GPU is lost", ReasonCode.GPU_LOST)
+
+
+def error_code(err: Exception) -> int | None:
+    """NVML's return code of an error: pynvml's NVMLError subclasses carry it as `.value`."""
+    value = getattr(err, "value", None)
+    return value if isinstance(value, int) else None
+
+
+def nvml_text(value: str | bytes) -> str:
+    """A string from pynvml: older nvidia-ml-py releases return bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +125,8 @@ class NvmlSession:
                 18: "the driver's library and kernel module differ in version (a driver upgrade "
                 "without a reboot?)",
             }
-            code = getattr(err, "value", None)
-            hint = checks.get(code) if isinstance(code, int) else None
+            code = error_code(err)
+            hint = checks.get(code) if code is not None else None
             if hint is None and isinstance(err, OSError):
                 hint = checks[12]  # the loader's own failure, raised before pynvml classified it
             detail = f"{err}: {hint}" if hint else str(err)

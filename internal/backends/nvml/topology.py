@@ -19,6 +19,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gpu_device_plugin.backends.nvml.library import (
+    ERROR_INVALID_ARGUMENT,
+    ERROR_NOT_SUPPORTED,
+    error_code,
+    nvml_text,
+)
 from gpu_device_plugin.inventory import Device, Link, PciePath, Topology
 from gpu_device_plugin.inventory.topology import cpu_list
 
@@ -28,8 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # NVML return codes that mean "this link does not exist here", not a failure.
-_NVML_ERROR_INVALID_ARGUMENT = 2
-_NVML_ERROR_NOT_SUPPORTED = 3
 _NVML_FEATURE_ENABLED = 1
 _NVLINK_DEVICE_TYPE_GPU = 0
 _NVLINK_DEVICE_TYPE_IBMNPU = 1
@@ -145,9 +149,9 @@ def _read_nvlinks(lib: NvmlLibrary, handle: Any, max_links: int) -> list[tuple[s
         try:
             if lib.nvmlDeviceGetNvLinkState(handle, link) != _NVML_FEATURE_ENABLED:
                 continue
-            remote = _norm(_bus_id_text(lib.nvmlDeviceGetNvLinkRemotePciInfo(handle, link).busId))
+            remote = _norm(nvml_text(lib.nvmlDeviceGetNvLinkRemotePciInfo(handle, link).busId))
         except lib.NVMLError as err:
-            if getattr(err, "value", None) in (_NVML_ERROR_NOT_SUPPORTED, _NVML_ERROR_INVALID_ARGUMENT):
+            if error_code(err) in (ERROR_NOT_SUPPORTED, ERROR_INVALID_ARGUMENT):
                 continue  # no such link on this GPU (or no NVLink at all)
             raise _Unreadable(f"link {link}: {err}") from err
         except AttributeError as err:  # bindings without NVLink calls
@@ -212,10 +216,6 @@ def _remote_type(lib: NvmlLibrary, handle: Any, link: int) -> int | None:
         return int(lib.nvmlDeviceGetNvLinkRemoteDeviceType(handle, link))
     except (lib.NVMLError, AttributeError):
         return None
-
-
-def _bus_id_text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _norm(bus_id: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opentelemetry import trace
@@ -62,7 +62,7 @@ class FakeFileReader:
     metrics: MetricsSink = NULL_METRICS
     tracer: trace.Tracer | None = None
     # The content (or the read error) of the last read: the same again is no news.
-    _last: str | None = None
+    _last: str | None = field(default=None, init=False)
 
     def reread(self) -> None:
         try:

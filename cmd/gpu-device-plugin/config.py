@@ -17,6 +17,7 @@ from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.config import HealthConfig
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
+from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, Sharing
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
 from gpu_device_plugin.telemetry.logs import LogFormat
 from gpu_device_plugin.telemetry.metrics import parse_address
@@ -36,6 +37,13 @@ class ServeConfig:
     metrics_address: str | None = None
     """HOST:PORT to serve Prometheus metrics on (/metrics); None: no metrics at all."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    mig_strategy: MigStrategy = MigStrategy.NONE
+    sharing: Sharing | None = None
+
+    @property
+    def resources(self) -> ResourceSettings:
+        """What resources/plan.py reads: the resource part of this config."""
+        return ResourceSettings(self.resource_name, self.allocate, self.mig_strategy, self.sharing)
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)

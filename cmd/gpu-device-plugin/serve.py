@@ -10,7 +10,6 @@ from typing import Any
 
 from opentelemetry import trace
 
-from gpu_device_plugin.allocator import topology_policy
 from gpu_device_plugin.backends.registry import make_backend
 from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.discovery.backend import DiscoveryBackend
@@ -22,7 +21,7 @@ from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.resources.manager import ResourceManager
-from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
+from gpu_device_plugin.resources.plan import plan_resources
 from gpu_device_plugin.root_tasks import run_root_tasks
 from gpu_device_plugin.server.health_service import HealthService
 from gpu_device_plugin.server.service import DevicePluginService
@@ -42,11 +41,6 @@ from gpu_device_plugin.telemetry.tracing import Tracing
 log = logging.getLogger(__name__)
 
 
-def resource_managers(config: ServeConfig) -> tuple[ResourceManager, ...]:
-    """The resources `serve` offers, one plugin server each: today whole GPUs under one name."""
-    return (WholeGpuManager(config.resource_name, config.allocate, topology_policy),)
-
-
 async def serve(
     config: ServeConfig,
     tracing: Tracing,
@@ -62,15 +56,13 @@ async def serve(
     OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both.
     `config_line`: the effective configuration, logged once discovery has started (so that
     every refusal at start stays one line). `managers`: the resources to serve
-    (resource_managers(config) when not given)."""
-    managers = tuple(managers) if managers is not None else resource_managers(config)
-    names = [m.resource_name for m in managers]
-    if not managers or len(set(names)) != len(names):
-        raise ConfigError("resource-name", f"each resource needs one name of its own, got {names}")
+    (plan_resources on the first snapshot when not given)."""
     # What the environment can refuse (the folder, the metrics port) is tried first,
     # so a bad one exits 2 before discovery, any server or any registration.
-    for name in names:
-        check_plugin_dir(config.device_plugin_dir, name)
+    if managers is not None:
+        _check_names(config, managers)
+    else:
+        check_plugin_dir(config.device_plugin_dir, config.resource_name)
     endpoint: MetricsEndpoint | None = None
     if config.metrics_address is not None:
         endpoint = MetricsEndpoint(metrics or Metrics(), config.metrics_address)
@@ -91,7 +83,7 @@ async def serve(
 
 async def _serve(
     config: ServeConfig,
-    managers: Sequence[ResourceManager],
+    managers: Sequence[ResourceManager] | None,
     tracing: Tracing,
     stop: asyncio.Event | None,
     *,
@@ -103,6 +95,9 @@ async def _serve(
     inventory = initial_inventory(
         backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
     )
+    if managers is None:
+        managers = plan_resources(config.resources, inventory)
+        _check_names(config, managers)
     if config_line is not None:
         log.info("%s", config_line)
     # The one snapshot cell: health publishes into it, every resource's server follows it.
@@ -161,6 +156,14 @@ async def _serve(
 
         tasks.update(cluster_tasks(config.cluster, cell, not_before=registered))
     await run_root_tasks(tasks, stop=stop)
+
+
+def _check_names(config: ServeConfig, managers: Sequence[ResourceManager]) -> None:
+    names = [m.resource_name for m in managers]
+    if not managers or len(set(names)) != len(names):
+        raise ConfigError("resource-name", f"each resource needs one name of its own, got {names}")
+    for name in names:
+        check_plugin_dir(config.device_plugin_dir, name)
 
 
 def health_source(

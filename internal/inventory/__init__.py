@@ -1,7 +1,7 @@
 """The immutable device inventory shared by every layer, and the cell that holds its latest version."""
 
 from gpu_device_plugin.inventory.cell import SnapshotCell, Watchable
-from gpu_device_plugin.inventory.model import Device, Health, Inventory, MigMode
+from gpu_device_plugin.inventory.model import Device, Health, Inventory, MigDevice, MigMode, MigProfile
 from gpu_device_plugin.inventory.topology import Link, PciePath, Topology
 
 __all__ = [
@@ -9,7 +9,9 @@ __all__ = [
     "Health",
     "Inventory",
     "Link",
+    "MigDevice",
     "MigMode",
+    "MigProfile",
     "PciePath",
     "SnapshotCell",
     "Topology",

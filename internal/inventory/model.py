@@ -69,6 +69,50 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class MigProfile:
+    """What one kind of MIG instance is: NVIDIA's profile name and the slices and engines it holds.
+
+    `name` is the form NVIDIA's resource names and labels use: "1g.10gb", "3g.40gb",
+    and the variants with extra engines as their own profiles ("1g.10gb+me"). The
+    counts are what NVML's GPU instance profile info reports; None: not read.
+    """
+
+    name: str
+    gi_slices: int
+    ci_slices: int
+    memory_mib: int = 0
+    multiprocessors: int | None = None
+    copy_engines: int | None = None
+    decoders: int | None = None
+    encoders: int | None = None
+    jpeg_engines: int | None = None
+    ofa_engines: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MigDevice:
+    """One MIG device (a GPU instance and one compute instance on it) of a MIG-enabled GPU.
+
+    Discovered, never derived: its health is its parent's (the manager reads the
+    parent Device), so health publishes GPUs only. `id` is its MIG UUID, what the
+    kubelet checkpoints; it stays the same while the instance exists.
+    """
+
+    id: str
+    uuid: str
+    # The parent GPU's Device.id.
+    parent_id: str
+    # Its MIG device index on the parent (nvmlDeviceGetMigDeviceHandleByIndex).
+    index: int
+    profile: MigProfile
+    gi_id: int
+    ci_id: int
+    # /dev/nvidia-caps/nvidia-cap<N> for its GI and CI access, as the container sees them
+    # (Inventory.host_path says where on the host); the parent's /dev/nvidia<m> is not here.
+    device_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class HealthChange:
     """A device's health before and after a new snapshot replaced the old one."""
 
@@ -97,6 +141,9 @@ class Inventory:
     unidentified: tuple[tuple[int, str], ...] = ()
     # How the GPUs are linked to each other; None when nobody could tell.
     topology: Topology | None = None
+    # The MIG devices of the MIG-enabled GPUs among `devices`, by parent index then
+    # MIG index; empty when no GPU has MIG on (or the backend cannot see them).
+    mig_devices: tuple[MigDevice, ...] = ()
     # Not part of equality: a cache derived from `devices`.
     _by_id: Mapping[str, Device] = field(default_factory=dict, compare=False, repr=False)
 

@@ -223,6 +223,7 @@ OUR_SECTION = "gpuDevicePlugin"
 # Our flags that NVIDIA's file already has a key for: set there, never in our section.
 NVIDIA_KEYS = {
     "failOnInitError": "flags.failOnInitError",
+    "migStrategy": "flags.migStrategy",
     "driverRoot": "flags.nvidiaDriverRoot",
     "passDeviceSpecs": "flags.plugin.passDeviceSpecs",
     "deviceListStrategy": "flags.plugin.deviceListStrategy",

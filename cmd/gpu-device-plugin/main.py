@@ -45,6 +45,7 @@ from gpu_device_plugin.health.config import (
 from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
 from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
+from gpu_device_plugin.resources.settings import MigStrategy
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
 from gpu_device_plugin.telemetry.logs import LogFormat, configure_logging
 
@@ -247,6 +248,13 @@ def main() -> None:
 @discovery_options
 @env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>.")
 @env_option(
+    "--mig-strategy",
+    type=click.Choice([s.value for s in MigStrategy]),
+    default=MigStrategy.NONE.value,
+    help="none: whole GPUs; single: every GPU's MIG devices (one profile) under --resource-name; "
+    "mixed: one resource per MIG profile, <domain>/mig-<profile>.",
+)
+@env_option(
     "--device-plugin-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=str(DEFAULT_PLUGIN_DIR),
@@ -342,6 +350,7 @@ def serve(**flags: Any) -> None:
             log_level=flags["log_level"],
             metrics_address=flags["metrics_address"],
             cluster=cluster_config(flags),
+            mig_strategy=MigStrategy(flags["mig_strategy"]),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
         otlp_metrics = configure_otlp_metrics()

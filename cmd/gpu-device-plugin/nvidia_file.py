@@ -62,8 +62,8 @@ def flag_defaults(config: NvidiaConfig) -> FlagDefaults:
 
 def _flags(config: NvidiaConfig, out: FlagDefaults) -> None:
     flags = config.flags
-    if flags.migStrategy not in (None, "none"):
-        raise ConfigError("flags.migStrategy", f"{flags.migStrategy} {PLANNED}")
+    if flags.migStrategy is not None:
+        out.set("mig_strategy", flags.migStrategy, "flags.migStrategy")
     if flags.failOnInitError is not None:
         out.set("fail_on_init_error", flags.failOnInitError, "flags.failOnInitError")
     if flags.nvidiaDriverRoot is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_device_plugin.inventory import Device, Inventory, MigMode
+from gpu_device_plugin.inventory import Device, Inventory, MigDevice, MigMode
 
 UNKNOWN_MODEL = "unknown"
 
@@ -35,7 +35,21 @@ def _health_cell(device: Device) -> str:
     return f"{device.health.value} ({device.health_reason})"
 
 
+def _mig_device_json(mig: MigDevice, parent: Device) -> dict[str, Any]:
+    return {
+        "id": mig.id,
+        "index": f"{parent.index}:{mig.index}",
+        "uuid": mig.uuid,
+        "profile": mig.profile.name,
+        "memory_mib": mig.profile.memory_mib or None,
+        "gpu_instance": mig.gi_id,
+        "compute_instance": mig.ci_id,
+        "device_nodes": list(mig.device_nodes),
+    }
+
+
 def inventory_json(inventory: Inventory) -> dict[str, Any]:
+    by_parent = _mig_by_parent(inventory)
     return {
         "backend": inventory.backend,
         "driver_version": inventory.driver_version,
@@ -62,6 +76,8 @@ def inventory_json(inventory: Inventory) -> dict[str, Any]:
                 "mig_capable": d.mig_capable,
                 "mig_mode": _mig_json(d.mig_mode),
                 "device_nodes": list(d.device_nodes),
+                # Under their parent, by MIG index; [] for a GPU without MIG devices.
+                "mig_devices": [_mig_device_json(m, d) for m in by_parent.get(d.id, ())],
             }
             for d in inventory.devices
         ],
@@ -70,6 +86,7 @@ def inventory_json(inventory: Inventory) -> dict[str, Any]:
 
 def inventory_table(inventory: Inventory) -> str:
     header = ("IDX", "UUID", "MODEL", "MEMORY", "PCI", "NUMA", "CC", "MIG", "HEALTH")
+    by_parent = _mig_by_parent(inventory)
     rows = [
         (
             str(d.index),
@@ -87,13 +104,40 @@ def inventory_table(inventory: Inventory) -> str:
     for index, why in inventory.unidentified:
         rows.append((str(index), "-", "-", "-", "-", "-", "-", "-", f"not served ({why})"))
     rows.sort(key=lambda r: int(r[0]))
+    # Each MIG-enabled GPU's MIG devices right under it, indexed <gpu>:<mig> as NVIDIA names them.
+    for device in inventory.devices:
+        children = [
+            (
+                f"{device.index}:{m.index}",
+                m.uuid,
+                f"  MIG {m.profile.name} (GI {m.gi_id}, CI {m.ci_id})",
+                f"{m.profile.memory_mib} MiB" if m.profile.memory_mib else "-",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+            for m in by_parent.get(device.id, ())
+        ]
+        if children:
+            at = next(i for i, r in enumerate(rows) if r[0] == str(device.index) and r[1] == device.uuid)
+            rows[at + 1 : at + 1] = children
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
+    mig = f", {len(inventory.mig_devices)} MIG device(s)" if inventory.mig_devices else ""
     summary = (
-        f"{len(inventory.devices)} device(s), backend {inventory.backend}, "
+        f"{len(inventory.devices)} device(s){mig}, backend {inventory.backend}, "
         f"driver {inventory.driver_version or 'n/a'}, CUDA {inventory.cuda_version or 'n/a'}"
     )
     return "\n".join([*lines, summary])
+
+
+def _mig_by_parent(inventory: Inventory) -> dict[str, list[MigDevice]]:
+    grouped: dict[str, list[MigDevice]] = {}
+    for mig in inventory.mig_devices:
+        grouped.setdefault(mig.parent_id, []).append(mig)
+    return grouped

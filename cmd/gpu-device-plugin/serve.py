@@ -21,7 +21,7 @@ from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.resources.manager import ResourceManager
-from gpu_device_plugin.resources.plan import plan_resources
+from gpu_device_plugin.resources.start import plan_at_start
 from gpu_device_plugin.root_tasks import run_root_tasks
 from gpu_device_plugin.server.health_service import HealthService
 from gpu_device_plugin.server.service import DevicePluginService
@@ -56,7 +56,7 @@ async def serve(
     OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both.
     `config_line`: the effective configuration, logged once discovery has started (so that
     every refusal at start stays one line). `managers`: the resources to serve
-    (plan_resources on the first snapshot when not given)."""
+    (plan_resources on the first snapshot when not given: resources/start.py)."""
     # What the environment can refuse (the folder, the metrics port) is tried first,
     # so a bad one exits 2 before discovery, any server or any registration.
     if managers is not None:
@@ -96,7 +96,9 @@ async def _serve(
         backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
     )
     if managers is None:
-        managers = plan_resources(config.resources, inventory)
+        managers = plan_at_start(
+            config.resources, inventory, fail_on_init_error=config.discovery.fail_on_init_error
+        )
         _check_names(config, managers)
     if config_line is not None:
         log.info("%s", config_line)

@@ -6,12 +6,12 @@ The result is a plain value; the server turns it into protobuf.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from gpu_device_plugin.allocator.validate import check_allocatable
 from gpu_device_plugin.errors import ConfigError, RequestError
-from gpu_device_plugin.inventory import Inventory
+from gpu_device_plugin.inventory import Device, Inventory
 
 VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
 
@@ -71,9 +71,12 @@ def container_allocation(
     options: AllocateOptions,
     *,
     tolerate: Collection[str] = (),
+    index_of: Callable[[Device], str] | None = None,
 ) -> ContainerAllocation:
     """The container's answer. `tolerate`: unhealthy devices to hand out all the same
-    (the server's call: a health race the kubelet could not have seen)."""
+    (the server's call: a health race the kubelet could not have seen). `index_of`: a
+    device's name under the index strategy (default its index; a MIG device's is
+    `<gpu>:<mig>`)."""
     if not ids:
         raise RequestError("devices_ids: a container request must name at least one device")
     check_allocatable(inventory, ids, what="devices_ids", tolerate=tolerate)
@@ -84,7 +87,7 @@ def container_allocation(
         names = (
             [d.uuid for d in devices]
             if options.id_strategy is DeviceIdStrategy.UUID
-            else [str(d.index) for d in devices]
+            else [index_of(d) if index_of is not None else str(d.index) for d in devices]
         )
         envs[VISIBLE_DEVICES_ENV] = ",".join(names)
         named = tuple(names)
@@ -92,7 +95,9 @@ def container_allocation(
         cdi = named = tuple(f"{options.cdi_kind}={d.uuid}" for d in devices)
     nodes: tuple[DeviceNode, ...] = ()
     if options.pass_device_specs:
-        paths = [p for d in devices for p in d.device_nodes] + list(inventory.control_nodes)
+        # Each node once: two MIG devices of one GPU both name its /dev/nvidia<m>.
+        listed = [p for d in devices for p in d.device_nodes] + list(inventory.control_nodes)
+        paths = list(dict.fromkeys(listed))
         nodes = tuple(
             DeviceNode(p, host_path="" if inventory.host_path(p) == p else inventory.host_path(p))
             for p in paths

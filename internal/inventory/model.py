@@ -144,6 +144,9 @@ class Inventory:
     # The MIG devices of the MIG-enabled GPUs among `devices`, by parent index then
     # MIG index; empty when no GPU has MIG on (or the backend cannot see them).
     mig_devices: tuple[MigDevice, ...] = ()
+    # In a MIG resource's view (resources/mig.py), whose `devices` are MIG instances: the
+    # GPUs they are on, whose links, NUMA nodes and health are the instances'. Empty otherwise.
+    parents: tuple[Device, ...] = ()
     # Not part of equality: a cache derived from `devices`.
     _by_id: Mapping[str, Device] = field(default_factory=dict, compare=False, repr=False)
 

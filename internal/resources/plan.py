@@ -4,6 +4,15 @@ Pure and total: called at start, and again whenever the settings (a config
 change) or the inventory's shape (a MIG layout change) may have changed. Equal
 inputs plan equal managers, so a caller can diff the plan against what it
 serves and leave an unchanged resource's server alone.
+
+MIG strategies (resources/mig.py), as NVIDIA's plugin has them:
+- `none`: whole GPUs, MIG mode or not;
+- `single`: every MIG device under the whole-GPU name, when every GPU has MIG on
+  with one profile (a ConfigError naming the GPU otherwise); no GPU with MIG on:
+  whole GPUs, as NVIDIA does;
+- `mixed`: one resource per MIG profile present (`<domain>/mig-<profile>`), and
+  the GPUs without MIG mode on under the whole-GPU name (served when there is
+  any, or when nothing else is: a plan is never empty).
 """
 
 from __future__ import annotations
@@ -12,6 +21,15 @@ from gpu_device_plugin.allocator import topology_policy
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.resources.manager import ResourceManager
+from gpu_device_plugin.resources.mig import (
+    MigProfileManager,
+    NonMigGpuManager,
+    SingleMigManager,
+    check_single,
+    mig_enabled,
+    mig_resource_name,
+    profiles_present,
+)
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings
 from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 
@@ -21,8 +39,25 @@ PLANNED = "is not supported yet (planned: issue 16)"
 def plan_resources(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:
     """The managers to serve, each with a name of its own; ConfigError when the settings
     cannot be served on this inventory (a MIG layout that `single` cannot offer, ...)."""
-    if settings.mig_strategy is not MigStrategy.NONE:
-        raise ConfigError("mig-strategy", f"{settings.mig_strategy} {PLANNED}")
     if settings.sharing is not None:
         raise ConfigError("sharing", f"{settings.sharing.strategy} {PLANNED}")
-    return (WholeGpuManager(settings.resource_name, settings.allocate, topology_policy),)
+    whole = WholeGpuManager(settings.resource_name, settings.allocate, topology_policy)
+    if settings.mig_strategy is MigStrategy.SINGLE:
+        if not check_single(inventory):
+            return (whole,)
+        return (SingleMigManager(settings.resource_name, settings.allocate),)
+    if settings.mig_strategy is MigStrategy.MIXED:
+        migs = tuple(
+            MigProfileManager(mig_resource_name(settings.resource_name, p), p, settings.allocate)
+            for p in profiles_present(inventory)
+        )
+        names = {m.resource_name for m in migs}
+        if settings.resource_name in names:
+            raise ConfigError(
+                "resource-name", f"{settings.resource_name} is also the name of a MIG profile's resource"
+            )
+        gpus: tuple[ResourceManager, ...] = ()
+        if not migs or any(not mig_enabled(d) for d in inventory.devices):
+            gpus = (NonMigGpuManager(settings.resource_name, settings.allocate, topology_policy),)
+        return gpus + migs
+    return (whole,)

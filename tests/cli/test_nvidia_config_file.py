@@ -150,11 +150,6 @@ def test_the_effective_config_says_where_each_value_came_from(
             id="time-slicing",
         ),
         pytest.param(
-            "mig-mixed.yaml",
-            "mig-mixed.yaml: flags.migStrategy: mixed is not supported yet (planned: issue 16)",
-            id="mig-mixed",
-        ),
-        pytest.param(
             "resources-rename.yaml", "resources-rename.yaml: resources.gpus: only one entry", id="rename"
         ),
     ],

@@ -26,9 +26,21 @@ FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"
                 "pass_device_specs": False,
                 "device_list_strategy": "envvar",
                 "device_id_strategy": "uuid",
+                "mig_strategy": "none",
             },
             [],
             id="minimal-flags",
+        ),
+        pytest.param(
+            "mig-mixed.yaml",
+            {
+                "mig_strategy": "mixed",
+                "fail_on_init_error": True,
+                "device_list_strategy": "envvar",
+                "device_id_strategy": "uuid",
+            },
+            [],
+            id="mig-mixed",
         ),
         pytest.param(
             "flags-only.json",
@@ -46,6 +58,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"
             "shared-with-gfd.yaml",
             {
                 "fail_on_init_error": True,
+                "mig_strategy": "none",
                 "pass_device_specs": True,
                 "device_list_strategy": "cdi-cri",
                 "device_id_strategy": "index",
@@ -83,12 +96,6 @@ def test_accepted_examples_map_onto_our_flags(
             "sharing.mps.resources",
             "sharing GPUs is not supported yet (planned: issue 16)",
             id="mps",
-        ),
-        pytest.param(
-            "mig-mixed.yaml",
-            "flags.migStrategy",
-            "mixed is not supported yet (planned: issue 16)",
-            id="mig-mixed",
         ),
         pytest.param("resources-rename.yaml", "resources.gpus", "naming GPUs by pattern", id="rename"),
     ],
@@ -162,6 +169,12 @@ def test_the_model_keeps_what_later_parts_need() -> None:
         ),
         pytest.param({"resourceName": "a.b/c"}, "resourceName", "go under gpuDevicePlugin", id="ours-at-top"),
         pytest.param(
+            {"gpuDevicePlugin": {"migStrategy": "mixed"}},
+            "gpuDevicePlugin.migStrategy",
+            "is NVIDIA's setting: set flags.migStrategy instead",
+            id="mig-strategy-in-ours",
+        ),
+        pytest.param(
             {"gpuDevicePlugin": {"driverRoot": "/"}},
             "gpuDevicePlugin.driverRoot",
             "is NVIDIA's setting: set flags.nvidiaDriverRoot instead",
@@ -214,12 +227,6 @@ def test_malformed_files_name_the_key_path(data: Any, key: str, reason: str) -> 
             "flags.plugin.deviceListStrategy",
             "not several",
             id="two-strategies",
-        ),
-        pytest.param(
-            {"flags": {"migStrategy": "single"}},
-            "flags.migStrategy",
-            "single is not supported yet",
-            id="single",
         ),
         pytest.param(
             {"resources": {"mig": [{"pattern": "*", "name": "mig"}]}}, "resources.mig", "MIG", id="mig-res"

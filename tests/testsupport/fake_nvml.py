@@ -322,6 +322,11 @@ class FakeNvml:
             raise NVMLError(ERROR_NOT_SUPPORTED)
         return list(mode)
 
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        # No MIG devices here: the C fake (hack/nvmlfake) is where MIG layouts live.
+        self._device(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        return 0
+
     def nvmlDeviceGetNumaNodeId(self, handle: Any) -> int:
         return self._device(handle, "nvmlDeviceGetNumaNodeId").numa_node
 

@@ -26,6 +26,13 @@ struct nvmlDevice_st {
     int mig; /* -1: the whole GPU */
 };
 
+/* A GPU instance: the GPU, the first MIG device slot on it, and that slot's GI id when handed out. */
+struct nvmlGpuInstance_st {
+    int gpu;
+    int slot;
+    unsigned int gi_id;
+};
+
 struct nvmlEventSet_st {
     unsigned long long mask[FAKE_MAX_GPUS];  /* registered event types per GPU */
     unsigned long long since[FAKE_MAX_GPUS]; /* only events after this sequence number */
@@ -35,14 +42,17 @@ struct nvmlEventSet_st {
 /* Handles point here: one slot per GPU and per MIG device, never moved. */
 static struct nvmlDevice_st gpu_handles[FAKE_MAX_GPUS];
 static struct nvmlDevice_st mig_handles[FAKE_MAX_GPUS][FAKE_MAX_MIG];
+static struct nvmlGpuInstance_st gi_handles[FAKE_MAX_GPUS][FAKE_MAX_MIG];
 static unsigned int refcount;
 
 __attribute__((constructor)) static void setup_handles(void)
 {
     for (int g = 0; g < FAKE_MAX_GPUS; g++) {
         gpu_handles[g] = (struct nvmlDevice_st){g, -1};
-        for (int m = 0; m < FAKE_MAX_MIG; m++)
+        for (int m = 0; m < FAKE_MAX_MIG; m++) {
             mig_handles[g][m] = (struct nvmlDevice_st){g, m};
+            gi_handles[g][m] = (struct nvmlGpuInstance_st){g, m, 0};
+        }
     }
 }
 
@@ -667,6 +677,87 @@ EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device, un
     if (rc == NVML_SUCCESS)
         *info = p->info;
     return done(rc);
+}
+
+/* The GPU instance `id` of a GPU with MIG on: the slot of its first MIG device (the fake
+ * creates a GPU instance with its first compute instance, so every GI has a MIG device). */
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceById(nvmlDevice_t device, unsigned int id, nvmlGpuInstance_t *gpuInstance)
+{
+    DEVICE_CALL(device);
+    if (!gpuInstance || mig >= 0)
+        return done(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->mig_capable || !g->mig_current)
+        return done(NVML_ERROR_NOT_SUPPORTED);
+    for (unsigned int m = 0; m < g->mig_count; m++) {
+        if (g->mig[m].gi_id == id) {
+            gi_handles[gpu][m].gi_id = id;
+            *gpuInstance = &gi_handles[gpu][m];
+            return done(NVML_SUCCESS);
+        }
+    }
+    return done(NVML_ERROR_NOT_FOUND);
+}
+
+/* Which GPU and MIG slot a GPU instance handle names; 0 when the layout no longer has it. */
+static int resolve_gi(nvmlGpuInstance_t gi, int *gpu, int *slot)
+{
+    uintptr_t p = (uintptr_t)gi, h0 = (uintptr_t)gi_handles, h1 = h0 + sizeof gi_handles;
+    if (p < h0 || p >= h1 || (p - h0) % sizeof(struct nvmlGpuInstance_st) != 0)
+        return 0;
+    *gpu = gi->gpu;
+    *slot = gi->slot;
+    if ((unsigned int)*gpu >= fake_current->gpu_count)
+        return 0;
+    const struct fake_gpu *g = &fake_current->gpus[*gpu];
+    return (unsigned int)*slot < g->mig_count && g->mig[*slot].gi_id == gi->gi_id;
+}
+
+EXPORT nvmlReturn_t nvmlGpuInstanceGetInfo(nvmlGpuInstance_t gpuInstance, nvmlGpuInstanceInfo_t *info)
+{
+    nvmlReturn_t rc = begin(__func__);
+    if (rc != NVML_SUCCESS)
+        return rc;
+    int gpu, slot;
+    if (!info || !resolve_gi(gpuInstance, &gpu, &slot))
+        return done(NVML_ERROR_INVALID_ARGUMENT);
+    rc = enter_gpu(__func__, gpu);
+    if (rc == NVML_SUCCESS && !resolve_gi(gpuInstance, &gpu, &slot))
+        rc = NVML_ERROR_INVALID_ARGUMENT;
+    if (rc != NVML_SUCCESS)
+        return done(rc);
+    const struct fake_gpu *g = &fake_current->gpus[gpu];
+    const struct fake_profile *p = mig_profile(g, slot);
+    memset(info, 0, sizeof *info);
+    info->device = &gpu_handles[gpu];
+    info->id = g->mig[slot].gi_id;
+    info->profileId = p->info.id;
+    info->placement.start = 0;
+    info->placement.size = p->info.sliceCount;
+    return done(NVML_SUCCESS);
+}
+
+/* A MIG device's attributes: its GPU instance profile's, with one compute instance
+ * over the whole GPU instance (the only kind the fake creates). */
+EXPORT nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes)
+{
+    DEVICE_CALL(device);
+    if (!attributes)
+        return done(NVML_ERROR_INVALID_ARGUMENT);
+    if (mig < 0)
+        return done(NVML_ERROR_NOT_SUPPORTED);
+    const nvmlGpuInstanceProfileInfo_v2_t *v = &mig_profile(g, mig)->info;
+    *attributes = (nvmlDeviceAttributes_t){
+        .multiprocessorCount = v->multiprocessorCount,
+        .sharedCopyEngineCount = v->copyEngineCount,
+        .sharedDecoderCount = v->decoderCount,
+        .sharedEncoderCount = v->encoderCount,
+        .sharedJpegCount = v->jpegCount,
+        .sharedOfaCount = v->ofaCount,
+        .gpuInstanceSliceCount = v->sliceCount,
+        .computeInstanceSliceCount = v->sliceCount,
+        .memorySizeMB = v->memorySizeMB,
+    };
+    return done(NVML_SUCCESS);
 }
 
 /* ---- topology -------------------------------------------------------------------------------------- */

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,12 +37,13 @@ from gpu_device_plugin.backends.nvml.library import (
     load_pynvml,
     nvml_text,
 )
+from gpu_device_plugin.backends.nvml.mig import GpuLost, MigCaps, mig_caps_roots, read_mig_devices
 from gpu_device_plugin.backends.nvml.topology import read_topology
 from gpu_device_plugin.errors import DiscoveryError
 from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import NVML_EVENTS, NVML_LOOP
 from gpu_device_plugin.health.tracker import HealthTracker
-from gpu_device_plugin.inventory import Device, Health, Inventory, MigMode
+from gpu_device_plugin.inventory import Device, Health, Inventory, MigDevice, MigMode
 from gpu_device_plugin.inventory.model import sorted_devices
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,20 @@ class NvmlBackend:
         control = [n for n in CONTROL_NODES if (dev / n).exists()]
         if devices and REQUIRED_CONTROL_NODE not in control:
             missing.append(str(dev / REQUIRED_CONTROL_NODE))
+        parent_index = {d.id: d.index for d in devices}
+        mig_devices: list[MigDevice] = []
+        caps = MigCaps(mig_caps_roots(self.driver_root.path))
+        for position, device in enumerate(devices):
+            found, lost = _mig_devices(lib, device, caps, dev, missing)
+            mig_devices += found
+            if lost:
+                devices[position] = replace(device, health=Health.UNHEALTHY, health_reason=LOST_REASON)
         if missing:
             # Once per discovery, not once per Allocate: --pass-device-specs leaves these out.
             log.warning(
                 "device nodes not found: %s; containers are not handed them (--pass-device-specs)",
                 ", ".join(missing),
             )
-        for device in devices:
-            _warn_mig(device)
         return Inventory(
             devices=sorted_devices(devices),
             # Never raises: what cannot be read is left unknown and logged.
@@ -101,6 +108,7 @@ class NvmlBackend:
             control_nodes=tuple(f"/dev/{n}" for n in control),
             dev_root=str(dev),
             unidentified=tuple(unidentified),
+            mig_devices=tuple(sorted(mig_devices, key=lambda m: (parent_index[m.parent_id], m.index))),
         )
 
     def _device(
@@ -241,17 +249,27 @@ def _mig(lib: NvmlLibrary, handle: Any, reads: _Reads) -> tuple[bool | None, Mig
     )
 
 
-def _warn_mig(device: Device) -> None:
-    mode = device.mig_mode
-    if mode is None or not (mode.current or mode.pending):
-        return
-    # MIG strategies (one resource per MIG profile) come later: until then the whole GPU is served.
-    log.warning(
-        "GPU %d (%s) has MIG mode %s: it is advertised as a whole GPU (MIG devices are not served yet)",
-        device.index,
-        device.uuid,
-        mode.label,
-    )
+def _mig_devices(
+    lib: NvmlLibrary, device: Device, caps: MigCaps, dev: Path, missing: list[str]
+) -> tuple[tuple[MigDevice, ...], bool]:
+    """(the MIG devices of a GPU with MIG mode on, whether the GPU turned out lost meanwhile)."""
+    if device.mig_mode is None or not device.mig_mode.current or not device.healthy:
+        return (), False
+    try:
+        handle = lib.nvmlDeviceGetHandleByIndex(device.index)
+        return read_mig_devices(lib, handle, device, caps, dev, missing), False
+    except GpuLost:
+        log.warning(
+            "GPU %d (%s) is lost (NVML_ERROR_GPU_IS_LOST): advertised Unhealthy", device.index, device.uuid
+        )
+        return (), True
+    except AttributeError as err:
+        # Bindings older than MIG: the GPU's MIG devices cannot be listed.
+        log.warning("GPU %d: this nvidia-ml-py cannot list MIG devices: %s", device.index, err)
+        return (), False
+    except lib.NVMLError as err:
+        log.warning("GPU %d: cannot list its MIG devices: %s", device.index, err)
+        return (), False
 
 
 def _bus_id(pci_info: Any) -> str:

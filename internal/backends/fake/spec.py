@@ -22,9 +22,10 @@ from pydantic import (
     field_validator,
 )
 
+from gpu_device_plugin.backends.fake.mig import check_layout, mig_devices
 from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.inventory.model import Device, Health, Inventory, sorted_devices
+from gpu_device_plugin.inventory.model import Device, Health, Inventory, MigDevice, MigMode, sorted_devices
 from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 
 # Fixed namespace so that derived UUIDs never change between releases.
@@ -57,6 +58,9 @@ class FakeDevice(_Strict):
     # An injected driver error: the fake backend's health.py classifies it like a real XID.
     xid: int | None = Field(default=None, ge=0)
     mig_capable: bool | None = None
+    # MIG mode on, with these MIG devices (NVIDIA's profile names for the device's product:
+    # mig.py); [] is MIG on with none. Absent: MIG off, as before.
+    mig: tuple[str, ...] | None = None
 
     @field_validator("uuid")
     @classmethod
@@ -151,6 +155,7 @@ def to_inventory(config: FakeConfig) -> Inventory:
         return position * config.numa_nodes // max(total, 1)
 
     devices = []
+    migs: list[MigDevice] = []
     for position, spec in enumerate(specs):
         index = _index(spec, position)
         device_id = fake_id(spec, position)
@@ -168,10 +173,17 @@ def to_inventory(config: FakeConfig) -> Inventory:
                 health=Health(spec.health),
                 health_reason="" if spec.health == "Healthy" else _MARKED_UNHEALTHY,
                 device_nodes=spec.device_nodes,
-                mig_capable=config.mig_capable if spec.mig_capable is None else spec.mig_capable,
+                mig_capable=True
+                if spec.mig is not None
+                else (config.mig_capable if spec.mig_capable is None else spec.mig_capable),
+                mig_mode=MigMode(current=True, pending=True) if spec.mig is not None else None,
             )
         )
+        if spec.mig:
+            migs += mig_devices(devices[-1], spec.mig)
+    parent_index = {d.id: d.index for d in devices}
     return Inventory(
+        mig_devices=tuple(sorted(migs, key=lambda m: (parent_index[m.parent_id], m.index))),
         devices=sorted_devices(devices),
         backend="fake",
         driver_version=config.driver_version,
@@ -196,10 +208,24 @@ def parse_fake_config(text: str, *, source: str) -> FakeConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, "must be a YAML mapping with 'count' or 'devices'")
     try:
-        return FakeConfig.model_validate(data)
+        config = FakeConfig.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         raise ConfigError(f"{source}: {_field_path(first['loc'])}", first["msg"]) from err
+    check_mig(config, source=source)
+    return config
+
+
+def check_mig(config: FakeConfig, *, source: str) -> None:
+    """Each device's `mig` list must be profiles of its product that fit on it; ConfigError naming it."""
+    for position, spec in enumerate(config.devices or ()):
+        if spec.mig is None:
+            continue
+        model = spec.model or config.model
+        memory = config.memory_mib if spec.memory_mib is None else spec.memory_mib
+        why = check_layout(model, memory, spec.mig)
+        if why is not None:
+            raise ConfigError(f"{source}: devices.{position}.mig", why)
 
 
 def load_fake_config(path: Path) -> FakeConfig:

@@ -74,6 +74,7 @@ class NvmlHealthLibrary(NvmlLibrary, Protocol):
     def nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: Any) -> None: ...
     def nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> Any: ...
     def nvmlEventSetFree(self, event_set: Any) -> None: ...
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,4 +377,13 @@ class NvmlHealthSource:
             uuid = nvml_text(self.lib.nvmlDeviceGetUUID(data.device))
         except self.lib.NVMLError:
             return None
-        return uuid if uuid in device_ids else None
+        if uuid in device_ids:
+            return uuid
+        # An event naming a MIG device (its GPU and compute instance ids set): a fault of
+        # its GPU, whose health every MIG device on it shares (resources/mig.py).
+        try:
+            parent = self.lib.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(data.device)
+        except (self.lib.NVMLError, AttributeError):
+            return None
+        address = handle_address(parent)
+        return by_address.get(address) if address is not None else None

@@ -10,7 +10,8 @@ MigDevice entries and their parents (Inventory.parents), which the preferred
 policy and the index names read.
 
 - `MigProfileManager`: the MIG devices of one profile (`mixed`: one per profile,
-  `<domain>/mig-<profile>`).
+  `<domain>/mig-<profile>`, a `+` written `.` as NVIDIA does; none for a compute
+  instance smaller than its GPU instance, as NVIDIA has none).
 - `SingleMigManager`: every MIG device, under the whole-GPU name (`single`).
 - `check_single(inventory)`: NVIDIA's rules for `single`, as a ConfigError that
   names the GPU that breaks them.
@@ -35,7 +36,7 @@ from gpu_device_plugin.allocator import (
 from gpu_device_plugin.allocator.shared_layout import layout_from_inventory
 from gpu_device_plugin.allocator.shared_policy import SharedPolicy, choose_replicas
 from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.inventory import Device, Inventory, MigDevice
+from gpu_device_plugin.inventory import Device, Inventory, MigDevice, MigProfile
 from gpu_device_plugin.resources.names import check_resource_name
 
 MIG_PREFIX = "mig-"
@@ -47,9 +48,16 @@ def mig_enabled(device: Device) -> bool:
 
 
 def mig_resource_name(resource_name: str, profile: str) -> str:
-    """`<domain of resource_name>/mig-<profile>`, e.g. nvidia.com/mig-1g.10gb."""
+    """`<domain of resource_name>/mig-<profile>`, e.g. nvidia.com/mig-1g.10gb; a `+` becomes `.`
+    (nvidia.com/mig-1g.10gb.me), as NVIDIA names it: a resource name cannot hold a `+`."""
     domain = resource_name.partition("/")[0]
-    return check_resource_name(f"{domain}/{MIG_PREFIX}{profile}")
+    return check_resource_name(f"{domain}/{MIG_PREFIX}{profile.replace('+', '.')}")
+
+
+def servable(profile: MigProfile) -> bool:
+    """Whether `mixed` has a resource for the profile: NVIDIA's has none for a compute instance
+    smaller than its GPU instance (`1c.3g.40gb`), and neither has this plugin."""
+    return profile.ci_slices == profile.gi_slices
 
 
 def instance_device(mig: MigDevice, parent: Device) -> Device:
@@ -196,7 +204,12 @@ class RefusedManager:
 
 def profiles_present(inventory: Inventory) -> tuple[str, ...]:
     """The MIG profiles of the snapshot's MIG devices, sorted (mixed serves one resource each)."""
-    return tuple(sorted({m.profile.name for m in inventory.mig_devices if m.parent_id in inventory.by_id}))
+    by_id = inventory.by_id
+    return tuple(
+        sorted(
+            {m.profile.name for m in inventory.mig_devices if m.parent_id in by_id and servable(m.profile)}
+        )
+    )
 
 
 def check_single(inventory: Inventory) -> bool:
@@ -250,6 +263,14 @@ def mig_notes(inventory: Inventory, *, whole: bool, resource_name: str) -> tuple
             )
         elif not whole and mig_enabled(device) and not count[device.id]:
             notes.append(f"{_gpu(device)} has MIG mode on but no MIG devices: nothing of it is served")
+    if not whole:
+        by_id = inventory.by_id
+        for mig in inventory.mig_devices:
+            if mig.parent_id in by_id and not servable(mig.profile):
+                notes.append(
+                    f"MIG device {mig.uuid} of {_gpu(by_id[mig.parent_id])} has profile {mig.profile.name}, "
+                    "a compute instance smaller than its GPU instance: not served (as with NVIDIA's plugin)"
+                )
     return tuple(notes)
 
 

@@ -91,7 +91,7 @@ def test_without_a_driver_root_and_no_loader_path_nvml_is_not_found(tmp_path) ->
 
 
 @pytest.mark.parametrize("fake_driver", ["mig-a100"], indirect=True)
-def test_mig_mode_per_gpu_and_one_warning_per_mig_gpu(fake_driver: FakeDriver) -> None:
+def test_mig_mode_per_gpu_and_the_mig_devices_under_their_parent(fake_driver: FakeDriver) -> None:
     result = discover("--driver-root", str(fake_driver.root))
 
     assert result.returncode == 0, result.stderr
@@ -99,10 +99,20 @@ def test_mig_mode_per_gpu_and_one_warning_per_mig_gpu(fake_driver: FakeDriver) -
     modes = [d["mig_mode"] for d in devices]
     assert modes[:2] == [{"current": "enabled", "pending": "enabled"}] * 2
     assert modes[2] == {"current": "disabled", "pending": "disabled"}
-    warnings = [line for line in result.stderr.splitlines() if "advertised as a whole GPU" in line]
-    assert len(warnings) == 2
-    for index in (0, 1):
-        assert any(f"GPU {index} ({devices[index]['uuid']}) has MIG mode enabled" in w for w in warnings)
+    assert [m["profile"] for m in devices[0]["mig_devices"]] == ["1g.10gb"] * 7
+    assert [(m["index"], m["profile"], m["gpu_instance"]) for m in devices[1]["mig_devices"]] == [
+        ("1:0", "3g.40gb", 1),
+        ("1:1", "2g.20gb", 5),
+        ("1:2", "1g.10gb", 13),
+    ]
+    assert devices[2]["mig_devices"] == []
+    # The caps nodes are under the driver root's dev folder, named as the container sees them.
+    assert devices[1]["mig_devices"][0]["device_nodes"] == [
+        "/dev/nvidia-caps/nvidia-cap147",
+        "/dev/nvidia-caps/nvidia-cap148",
+    ]
+    # discover serves nothing, so it has nothing to warn about MIG: the serve plan does.
+    assert "MIG" not in result.stderr
 
 
 @pytest.mark.parametrize("fake_driver", ["dgx-a100"], indirect=True)

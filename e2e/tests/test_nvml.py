@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,19 @@ class NvmlPlugin:
 class _HostProcess:
     """`serve --discovery nvml --driver-root ROOT` as a host process of the local node."""
 
-    def __init__(self, root: Path, plugin_dir: Path, log: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        plugin_dir: Path,
+        log: Path,
+        *,
+        resource: str = NVML_RESOURCE,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.command = [
             str(e2e_support.plugin_binary()), "serve",
             "--discovery", "nvml", "--driver-root", str(root),
-            "--device-plugin-dir", str(plugin_dir), "--resource-name", NVML_RESOURCE,
+            "--device-plugin-dir", str(plugin_dir), "--resource-name", resource, *extra,
         ]  # fmt: skip
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
@@ -93,7 +101,15 @@ class _HostProcess:
                 self.process.wait(timeout=10)
 
 
-def nvml_daemonset(rendered: list[dict[str, Any]], host_root: Path) -> dict[str, Any]:
+def nvml_daemonset(
+    rendered: list[dict[str, Any]],
+    host_root: Path,
+    *,
+    resource: str = NVML_RESOURCE,
+    env: Mapping[str, str] | None = None,
+    name: str = "gpu-device-plugin-nvml",
+    instance: str = INSTANCE,
+) -> dict[str, Any]:
     """The kind overlay's DaemonSet, turned into a second one on the nvml backend.
 
     Its own name and instance label (so its pods are told apart from the overlay's),
@@ -101,19 +117,20 @@ def nvml_daemonset(rendered: list[dict[str, Any]], host_root: Path) -> dict[str,
     and the driver root mounted read-only instead of the fake config.
     """
     daemonset = copy.deepcopy(next(obj for obj in rendered if obj["kind"] == "DaemonSet"))
-    daemonset["metadata"]["name"] = "gpu-device-plugin-nvml"
-    daemonset["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = INSTANCE
-    daemonset["spec"]["template"]["metadata"]["labels"][INSTANCE_LABEL] = INSTANCE
+    daemonset["metadata"]["name"] = name
+    daemonset["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = instance
+    daemonset["spec"]["template"]["metadata"]["labels"][INSTANCE_LABEL] = instance
     pod = daemonset["spec"]["template"]["spec"]
     container = pod["containers"][0]
     replaced = {
         "GPU_DP_DISCOVERY": "nvml",
         # The same path inside as on the node: the plugin names host paths from it.
         "GPU_DP_DRIVER_ROOT": str(host_root),
-        "GPU_DP_RESOURCE_NAME": NVML_RESOURCE,
+        "GPU_DP_RESOURCE_NAME": resource,
         "GPU_DP_NODE_LABELS": "false",
         "GPU_DP_NODE_EVENTS": "false",
         **HEALTH_ENV,
+        **(env or {}),
     }
     env = [e for e in container.get("env", []) if e["name"] not in {*replaced, "GPU_DP_FAKE_CONFIG"}]
     container["env"] = env + [{"name": k, "value": v} for k, v in replaced.items()]

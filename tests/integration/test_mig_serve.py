@@ -212,9 +212,9 @@ async def test_an_xid_naming_a_mig_device_is_its_parents(fake_driver: FakeDriver
 
 
 def serve_once(driver: FakeDriver, plugin_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [*PLUGIN, "serve", "--discovery", "nvml", "--device-plugin-dir", str(plugin_dir)]
     return subprocess.run(
-        [*PLUGIN, "serve", "--discovery", "nvml", "--device-plugin-dir", str(plugin_dir),
-         "--driver-root", str(driver.root), *extra],  # fmt: skip
+        [*command, "--driver-root", str(driver.root), *extra],
         env=driver_env(driver),
         capture_output=True,
         text=True,

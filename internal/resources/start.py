@@ -14,7 +14,7 @@ import logging
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.resources.manager import ResourceManager
-from gpu_device_plugin.resources.mig import RefusedManager, mig_notes
+from gpu_device_plugin.resources.mig import RefusedManager, mig_enabled, mig_notes
 from gpu_device_plugin.resources.plan import plan_resources
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings
 
@@ -32,6 +32,12 @@ def plan_at_start(
         log.error("%s: serving no devices under %s (--no-fail-on-init-error)", err, settings.resource_name)
         return (RefusedManager(settings.resource_name, err.reason, settings.allocate),)
     whole = settings.mig_strategy is MigStrategy.NONE
+    if settings.mig_strategy is MigStrategy.SINGLE and not any(mig_enabled(d) for d in inventory.devices):
+        log.info(
+            "--mig-strategy single: no GPU has MIG mode on, so whole GPUs are served under %s "
+            "(as NVIDIA's plugin does)",
+            settings.resource_name,
+        )
     for note in mig_notes(inventory, whole=whole, resource_name=settings.resource_name):
         log.warning("%s", note)
     return managers

@@ -8,6 +8,7 @@ that an unchanged layout plans equal managers (issue 17 diffs plans).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest
@@ -28,6 +29,7 @@ from gpu_device_plugin.resources.mig import (
 )
 from gpu_device_plugin.resources.plan import plan_resources
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings
+from gpu_device_plugin.resources.start import plan_at_start
 from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 
 GPU = "nvidia.com/gpu"
@@ -324,3 +326,47 @@ def test_mixed_serves_no_profile_with_a_smaller_compute_instance_and_says_so() -
     assert set(plan(MigStrategy.MIXED, inventory)) == {"nvidia.com/mig-1g"}
     (note,) = mig_notes(inventory, whole=False, resource_name=GPU)
     assert "MIG-0-0 of GPU 0 (GPU-0) has profile 1c.3g" in note
+
+
+# ---- at start: the warnings, and --fail-on-init-error -------------------------------
+
+
+def test_at_start_a_refused_layout_is_a_config_error_with_fail_on_init_error() -> None:
+    settings = ResourceSettings(GPU, mig_strategy=MigStrategy.SINGLE)
+    with pytest.raises(ConfigError, match="single needs MIG on every GPU"):
+        plan_at_start(settings, node(MIXED_NODE), fail_on_init_error=True)
+
+
+def test_at_start_without_it_one_error_line_and_no_devices(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gpu_device_plugin.resources.start")
+    settings = ResourceSettings(GPU, mig_strategy=MigStrategy.SINGLE)
+
+    (manager,) = plan_at_start(settings, node(MIXED_NODE), fail_on_init_error=False)
+
+    assert isinstance(manager, RefusedManager)
+    assert manager.resource_name == GPU
+    assert manager.devices(node(MIXED_NODE)).devices == ()
+    assert [(r.levelno, r.getMessage().split(":")[0]) for r in caplog.records] == [
+        (logging.ERROR, "mig-strategy")
+    ]
+    assert "serving no devices under nvidia.com/gpu (--no-fail-on-init-error)" in caplog.messages[0]
+
+
+def test_at_start_none_warns_once_per_mig_gpu_and_mixed_not_at_all(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gpu_device_plugin.resources.start")
+    for strategy in (MigStrategy.NONE, MigStrategy.MIXED):
+        plan_at_start(ResourceSettings(GPU, mig_strategy=strategy), node(MIXED_NODE), fail_on_init_error=True)
+
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(" has ")[0] for w in warned] == ["GPU 0 (GPU-0)", "GPU 1 (GPU-1)"]
+
+
+def test_at_start_single_without_mig_gpus_says_it_serves_whole_gpus(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gpu_device_plugin.resources.start")
+
+    (manager,) = plan_at_start(
+        ResourceSettings(GPU, mig_strategy=MigStrategy.SINGLE), node({0: None}), fail_on_init_error=True
+    )
+
+    assert isinstance(manager, WholeGpuManager)
+    assert "no GPU has MIG mode on, so whole GPUs are served under nvidia.com/gpu" in caplog.messages[0]

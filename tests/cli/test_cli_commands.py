@@ -426,8 +426,33 @@ def test_discover_json() -> None:
         "mig_capable": None,
         "mig_mode": None,
         "device_nodes": [],
+        "mig_devices": [],
     }
     assert report["dev_root"] == "/dev"
+
+
+def test_discover_lists_mig_devices_under_their_parent(tmp_path: Path) -> None:
+    config = tmp_path / "fake.yaml"
+    config.write_text("devices:\n  - mig: [3g.40gb, 1g.10gb]\n  - {}\n")
+
+    table = run("discover", "--fake-config", str(config))
+    report = json.loads(run("discover", "--fake-config", str(config), "--json").stdout)
+
+    assert table.exit_code == 0, table.output
+    rows = table.stdout.splitlines()
+    assert rows[1].startswith("0 ")
+    assert rows[2].startswith("0:0  MIG-")
+    assert "MIG 3g.40gb (GI 1, CI 0)" in rows[2]
+    assert rows[3].startswith("0:1  MIG-")
+    assert rows[4].startswith("1 ")
+    assert "2 device(s), 2 MIG device(s)" in rows[-1]
+    first, second = report["devices"]
+    assert [(m["index"], m["profile"], m["memory_mib"]) for m in first["mig_devices"]] == [
+        ("0:0", "3g.40gb", 40448),
+        ("0:1", "1g.10gb", 9984),
+    ]
+    assert first["mig_mode"] == {"current": "enabled", "pending": "enabled"}
+    assert second["mig_devices"] == []
 
 
 def test_discover_table() -> None:

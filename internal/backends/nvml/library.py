@@ -22,6 +22,7 @@ from gpu_device_plugin.inventory.reasons import HealthReason, ReasonCode
 # topology and health alike.
 ERROR_INVALID_ARGUMENT = 2
 ERROR_NOT_SUPPORTED = 3
+ERROR_NOT_FOUND = 6
 ERROR_TIMEOUT = 10
 ERROR_GPU_IS_LOST = 15
 LOST_REASON = HealthReason("GPU is lost", ReasonCode.GPU_LOST)

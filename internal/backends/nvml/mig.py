@@ -30,6 +30,7 @@ from typing import Any
 
 from gpu_device_plugin.backends.nvml.library import (
     ERROR_GPU_IS_LOST,
+    ERROR_NOT_FOUND,
     NvmlLibrary,
     error_code,
     nvml_text,
@@ -39,7 +40,6 @@ from gpu_device_plugin.inventory.mig_names import memory_gb, profile_name, profi
 
 log = logging.getLogger(__name__)
 
-ERROR_NOT_FOUND = 6
 # NVML_GPU_INSTANCE_PROFILE_COUNT in current drivers; indexes beyond what a GPU offers answer an error.
 PROFILE_COUNT = 0x12
 CAPS_DIR = "proc/driver/nvidia/capabilities"

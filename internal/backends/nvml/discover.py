@@ -11,6 +11,10 @@ array of 64-bit words.
 
 A GPU whose reads fail with NVML_ERROR_GPU_IS_LOST is still listed (under its
 UUID, which NVML keeps) but Unhealthy with the reason, never "Healthy, 0 MiB".
+
+The MIG devices of each GPU with MIG mode on are read by mig.py into
+Inventory.mig_devices, whatever --mig-strategy is: which of them are served,
+and what is warned about, is the resource plan's business (resources/).
 """
 
 from __future__ import annotations

@@ -126,9 +126,9 @@ async def _serve(
         # Supervised: a health loop that crashes is reported degraded and restarted,
         # and never takes the device-plugin server down with it.
         tasks["health"] = keep_running(health.sources[0], health.part, status)
-    health_service = HealthService(status if health is not None else None)
+    health_service = HealthService()
     if health is not None:
-        tasks["health-status"] = health_service.follow()
+        tasks["health-status"] = health_service.follow(status)
     # The cluster tasks wait for every resource's first registration.
     registered = asyncio.Event()
     waiting = {s.resource_name for s in services}

@@ -25,15 +25,12 @@ HEALTH_CHECKS_SERVICE = "gpu_device_plugin.HealthChecks"
 
 
 class HealthService:
-    def __init__(self, status: HealthCheckStatus | None) -> None:
+    def __init__(self) -> None:
         self.servicer: Any = health.aio.HealthServicer()
-        self.status = status
 
-    async def follow(self) -> None:
+    async def follow(self, status: HealthCheckStatus) -> None:
         """Root task (only with health checks on): the named service's status kept equal to theirs."""
-        if self.status is None:
-            raise ValueError("health checks are off: there is no status to follow")
-        async for degraded in self.status.cell.watch():
+        async for degraded in status.cell.watch():
             serving = (
                 health_pb2.HealthCheckResponse.NOT_SERVING
                 if degraded

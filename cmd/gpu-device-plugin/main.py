@@ -29,6 +29,7 @@ from gpu_device_plugin.cli.oneline import (
     BoundedInt,
     FiniteFloat,
     OneLineErrors,
+    bad_configuration,
     field_name,
     one_line,
     remember_config_file,
@@ -94,7 +95,7 @@ def run_or_exit(body: Callable[[], None]) -> None:
         body()
     except ConfigError as err:
         where = field_name(click.get_current_context(silent=True), err.field)
-        fail(exitcodes.BAD_CONFIG, f"bad configuration: {where}: {err.reason}")
+        fail(exitcodes.BAD_CONFIG, bad_configuration(where, err.reason))
     except DiscoveryError as err:
         fail(exitcodes.FAILURE, str(err))
 
@@ -465,7 +466,7 @@ def demo(devices: int) -> None:
     from gpu_device_plugin.cli.demo import run_demo
 
     if not 2 <= devices <= 64:
-        fail(exitcodes.BAD_CONFIG, "bad configuration: devices: must be between 2 and 64")
+        fail(exitcodes.BAD_CONFIG, bad_configuration("devices", "must be between 2 and 64"))
     asyncio.run(run_demo(devices, echo=click.echo))
 
 

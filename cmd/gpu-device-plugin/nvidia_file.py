@@ -23,7 +23,12 @@ from click.core import ParameterSource
 from pydantic.alias_generators import to_camel
 
 from gpu_device_plugin import nvidia_config
-from gpu_device_plugin.cli.oneline import CONFIG_FILE, ReportedUsageError, remember_config_file
+from gpu_device_plugin.cli.oneline import (
+    CONFIG_FILE,
+    ReportedUsageError,
+    bad_configuration,
+    remember_config_file,
+)
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.nvidia_config import NvidiaConfig, ReplicatedResources
 
@@ -171,7 +176,7 @@ def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | 
         defaults = flag_defaults(nvidia_config.load(value))
     except ConfigError as err:
         where = f"{value}: {err.field}" if err.field else str(value)
-        raise ReportedUsageError(f"bad configuration: {where}: {err.reason}") from err
+        raise ReportedUsageError(bad_configuration(where, err.reason)) from err
     # Refuses a second file (--config as well): which one wins would need a rule nobody
     # would guess.
     remember_config_file(ctx, value, defaults.keys)

@@ -31,6 +31,11 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def bad_configuration(where: str, reason: str) -> str:
+    """The one line for a bad value (without the program's name): where it was set, and why."""
+    return one_line(f"bad configuration: {where}: {reason}")
+
+
 def remember_config_file(ctx: click.Context, path: Path, keys: dict[str, str]) -> None:
     """Note the file the defaults came from; a second one (--config and --config-file) is refused."""
     if CONFIG_FILE in ctx.meta:
@@ -62,7 +67,7 @@ def describe(err: click.ClickException) -> str:
     param = err.param if isinstance(err, click.BadParameter) else None
     if param is not None and param.name is not None and not isinstance(err, click.MissingParameter):
         where = field_name(ctx, param.name.replace("_", "-"))
-        return f"bad configuration: {where}: {one_line(err.message).removesuffix('.')}"
+        return bad_configuration(where, one_line(err.message).removesuffix("."))
     message = one_line(err.format_message()).removesuffix(".")
     if isinstance(err, click.UsageError):
         where = ctx.command_path if ctx is not None else PROG

@@ -9,9 +9,10 @@ which are refused until built) is the CLI's business (cli/nvidia_file.py), and
 the sharing and MIG parts will read the same model when they land.
 
 It never touches a device, a flag or a logger, and imports nothing of ours but
-errors.py: every problem is a ConfigError whose field is the key path in the
-file (`sharing.timeSlicing.resources[0].replicas`), so the caller can say it in
-one line.
+errors.py and k8s_names.py (the one check of a resource name's syntax): every
+problem is a ConfigError whose field is the key path in the file
+(`sharing.timeSlicing.resources[0].replicas`), so the caller can say it in one
+line.
 
 Unknown keys are refused. NVIDIA's parser ignores them (Go's encoding/json, not
 strict), but every key any current NVIDIA release reads is known here, so an
@@ -31,18 +32,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.k8s_names import check_extended_resource_name
 
 VERSION = "v1"
-# NVIDIA prefixes a resource name without one; names longer than this are refused.
+# NVIDIA prefixes a resource name without one.
 RESOURCE_PREFIX = "nvidia.com"
-MAX_RESOURCE_NAME_LENGTH = 63
 # A config file is a few hundred bytes; anything this large is not one.
 MAX_FILE_BYTES = 1 << 20
 
 MigStrategy = Literal["none", "single", "mixed"]
 DeviceListStrategyName = Literal["envvar", "volume-mounts", "cdi-annotations", "cdi-cri"]
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # What `devices:` may list: a GPU index, a MIG index (<gpu>:<mig>), or a GPU or MIG UUID
 # (MIG UUIDs in both forms the driver has used).
@@ -50,14 +50,9 @@ _DEVICE_REF = re.compile(rf"^(\d+|\d+:\d+|GPU-{_UUID}|MIG-{_UUID}|MIG-GPU-{_UUID
 
 
 def resource_name(name: str) -> str:
-    """A resource name as NVIDIA reads it: `gpu` means `nvidia.com/gpu`."""
+    """A resource name as NVIDIA reads it: `gpu` means `nvidia.com/gpu`; then the kubelet's rule decides."""
     full = name if name.startswith(RESOURCE_PREFIX + "/") else f"{RESOURCE_PREFIX}/{name}"
-    if len(full) > MAX_RESOURCE_NAME_LENGTH:
-        raise ValueError(f"{full!r} is longer than {MAX_RESOURCE_NAME_LENGTH} characters")
-    short = full.partition("/")[2]
-    if not _DNS_SUBDOMAIN.match(short):
-        raise ValueError(f"{short!r} is not a valid name (lower-case letters, digits, '-' and '.')")
-    return full
+    return check_extended_resource_name(full)
 
 
 ResourceName = Annotated[str, AfterValidator(resource_name)]

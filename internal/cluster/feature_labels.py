@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from gpu_device_plugin.inventory import Inventory, Topology
+from gpu_device_plugin.k8s_names import is_dns_subdomain, is_qualified_name
 
 DEFAULT_LABEL_PREFIX = "example.com/gpu."
 
@@ -20,8 +21,6 @@ DEFAULT_LABEL_PREFIX = "example.com/gpu."
 # with a letter or digit (or empty). Label names share the rule.
 _MAX_VALUE = 63
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]+")
-_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 # The names after the prefix. With the prefix `nvidia.com/gpu.` the first five
 # are the keys GPU Feature Discovery sets, so existing node selectors keep working.
@@ -55,11 +54,11 @@ def check_label_prefix(prefix: str) -> str:
     domain, slash, start = prefix.partition("/")
     if not slash:
         raise ValueError(f"{prefix!r} must be <domain>/<name start>, e.g. {DEFAULT_LABEL_PREFIX}")
-    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
+    if not is_dns_subdomain(domain):
         raise ValueError(f"domain {domain!r} is not a valid DNS subdomain")
     # The longest label name this prefix makes must still be a valid name.
     longest = start + "x" * _LONGEST_NAME
-    if len(longest) > _MAX_VALUE or not _NAME.match(longest) or "/" in start:
+    if not is_qualified_name(longest):
         raise ValueError(
             f"{start!r} cannot begin label names: [A-Za-z0-9._-], starting with a letter or digit, "
             f"at most {_MAX_VALUE - _LONGEST_NAME} characters"

@@ -125,6 +125,21 @@ def test_the_model_keeps_what_later_parts_need() -> None:
 
 
 @pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        pytest.param("gpu", "nvidia.com/gpu", id="short"),
+        pytest.param("nvidia.com/gpu", "nvidia.com/gpu", id="full"),
+        # The kubelet's rule decides, as for --resource-name: upper case and '_' are fine there.
+        pytest.param("A100_80GB", "nvidia.com/A100_80GB", id="kubelet-rule"),
+    ],
+)
+def test_resource_names_get_nvidias_domain_and_the_kubelets_rule(written: str, meant: str) -> None:
+    data = {"version": "v1", "resources": {"gpus": [{"pattern": "*", "name": written}]}}
+    (gpus,) = nvidia_config.parse(data).resources.gpus
+    assert gpus.name == meant
+
+
+@pytest.mark.parametrize(
     ("data", "key", "reason"),
     [
         pytest.param(
@@ -195,9 +210,9 @@ def test_the_model_keeps_what_later_parts_need() -> None:
         pytest.param({"flags": {"migStrategy": "all"}}, "flags.migStrategy", "got 'all'", id="bad-mig"),
         pytest.param({"version": "v2"}, "version", "must be 'v1'", id="version"),
         pytest.param(
-            {"resources": {"gpus": [{"pattern": "*", "name": "Bad_Name"}]}},
+            {"resources": {"gpus": [{"pattern": "*", "name": "bad name"}]}},
             "resources.gpus[0].name",
-            "not a valid name",
+            "name 'bad name' is not a valid qualified name",
             id="resource-name",
         ),
         pytest.param({"imex": {"channelIDs": [3]}}, "imex.channelIDs", "must be [] or [0]", id="imex"),

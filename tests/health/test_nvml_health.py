@@ -12,7 +12,8 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -167,6 +168,38 @@ async def test_hung_nvml_call_marks_unhealthy_and_does_not_hang_the_loop(start_l
         loop.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(loop.task, 1)
+    finally:
+        hang.set()
+
+
+@dataclass
+class EnteringHangs(FakeNvml):
+    """FakeNvml that also says when a probe has entered its hang."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
+        if self.gpus[self._i(handle)].hang is not None:
+            self.entered.set()
+        return super().nvmlDeviceGetMemoryInfo(handle)
+
+
+async def test_stopping_during_a_hung_probe_round_cancels_the_round(start_loop) -> None:
+    hang = threading.Event()
+    nvml = EnteringHangs([FakeGpu("GPU-a", hang=hang), FakeGpu("GPU-b")])
+    # A call bound far beyond the test: the round is still waiting on GPU-a when stopped.
+    loop = await start_loop(nvml=nvml, call_timeout=120)
+    try:
+        assert await asyncio.to_thread(nvml.entered.wait, 5)
+        loop.nvml.emit_xid("GPU-b", 79)
+        await loop.until(lambda: loop.health("GPU-b")[0] is Health.UNHEALTHY)
+        loop.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(loop.task, 2)
+        assert loop.task.done()
+        # No probe task outlives the loop.
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "nvml-probes"]
+        assert loop.health("GPU-a")[0] is Health.HEALTHY  # never judged: its call never ended
     finally:
         hang.set()
 

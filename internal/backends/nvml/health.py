@@ -7,7 +7,9 @@ Two signals feed one HealthTracker:
 - probes: every interval, each GPU's handle must answer and its memory info
   must read, each call bounded by a timeout on a small dedicated executor. A
   hung NVML call marks the device unhealthy instead of hanging the daemon, and
-  a device whose earlier probe is still stuck is not probed again.
+  a device whose earlier probe is still stuck is not probed again. A round of
+  probes runs as a task of its own beside the loop that judges events, so a
+  hung call never delays an event on another GPU.
 Recovery comes from the tracker's quiet period, seen through the probes.
 
 pynvml's handles are ctypes pointers: unhashable, equal only to themselves, and
@@ -92,6 +94,16 @@ class Fault:
 Observation = Xid | Fault
 
 
+@dataclass(frozen=True, slots=True)
+class _RoundDone:
+    """Queued by a probe round as it ends, so the loop that waits on the queue wakes for it."""
+
+
+ROUND_DONE = _RoundDone()
+# What the loop's one queue carries: the events thread's observations, the probe rounds' ends.
+Queued = Observation | _RoundDone
+
+
 class EventWaitFailing(Exception):
     """nvmlEventSetWait kept failing: the event set is rebuilt (and health checking degraded meanwhile)."""
 
@@ -136,7 +148,7 @@ class NvmlHealthSource:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         status = self.status or HealthCheckStatus((NVML_EVENTS,), metrics=self.metrics, tracer=self.tracer)
-        queue: asyncio.Queue[Observation] = asyncio.Queue()
+        queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._seed()
         # Set once the first events thread has registered, or has ended: either way the probes start.
         first_try = asyncio.Event()
@@ -175,21 +187,49 @@ class NvmlHealthSource:
                 reason = device.health_reason or HealthReason("unhealthy at discovery", ReasonCode.OTHER)
                 self.tracker.fault(device.id, reason, now)
 
-    async def _follow(self, queue: asyncio.Queue[Observation], executor: ThreadPoolExecutor) -> None:
+    async def _follow(self, queue: asyncio.Queue[Queued], executor: ThreadPoolExecutor) -> None:
+        # A probe round runs beside this loop, never inside it: a hung NVML call holds its
+        # round for up to call_timeout_s, and the events queued meanwhile (an XID 79 on
+        # another GPU) must still be judged and published at once. One round at a time;
+        # the next is due probe_interval_s after the last one ended.
         next_probe = self.clock()
-        while True:
-            now = self.clock()
-            deadline = min(next_probe, self.tracker.next_recovery_check(now) or next_probe)
-            try:
-                observation = await asyncio.wait_for(queue.get(), max(0.0, deadline - now))
-            except TimeoutError:
-                pass
-            else:
-                self._observe(observation)
-            if self.clock() >= next_probe:
-                await self._probe_all(executor)
-                next_probe = self.clock() + self.probe_interval_s
-            self._publish()
+        probing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                now = self.clock()
+                deadline = self.tracker.next_recovery_check(now)
+                if probing is None:
+                    deadline = next_probe if deadline is None else min(deadline, next_probe)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that
+                # arrives just as an item does, and with a round ending every interval that
+                # race is common enough to leave this loop unstoppable.
+                try:
+                    async with asyncio.timeout(None if deadline is None else max(0.0, deadline - now)):
+                        item = await queue.get()
+                except TimeoutError:
+                    pass
+                else:
+                    if isinstance(item, _RoundDone):
+                        finished, probing = probing, None
+                        if finished is not None:
+                            await finished  # a bug in a round ends the run (supervised), not in silence
+                        next_probe = self.clock() + self.probe_interval_s
+                    else:
+                        self._observe(item)
+                if probing is None and self.clock() >= next_probe:
+                    probing = asyncio.create_task(self._probe_round(queue, executor), name="nvml-probes")
+                self._publish()
+        finally:
+            if probing is not None:
+                probing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probing
+
+    async def _probe_round(self, queue: asyncio.Queue[Queued], executor: ThreadPoolExecutor) -> None:
+        try:
+            await self._probe_all(executor)
+        finally:
+            queue.put_nowait(ROUND_DONE)
 
     def _observe(self, observation: Observation) -> None:
         now = self.clock()
@@ -243,7 +283,7 @@ class NvmlHealthSource:
         self.lib.nvmlDeviceGetMemoryInfo(handle)
 
     async def _run_events_thread(
-        self, queue: asyncio.Queue[Observation], up: asyncio.Event, tried: asyncio.Event
+        self, queue: asyncio.Queue[Queued], up: asyncio.Event, tried: asyncio.Event
     ) -> None:
         """One life of the events thread: returns when it has nothing to watch, raises what killed it.
 

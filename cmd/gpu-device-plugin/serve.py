@@ -156,7 +156,7 @@ async def _serve(
         # Imported only when on: a plain `serve` never loads the kubernetes client.
         from gpu_device_plugin.cluster.tasks import cluster_tasks
 
-        tasks.update(cluster_tasks(config.cluster, cell, not_before=registered))
+        tasks.update(cluster_tasks(config.cluster, cell, settings=config.resources, not_before=registered))
     await run_root_tasks(tasks, stop=stop)
 
 

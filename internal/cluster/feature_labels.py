@@ -1,9 +1,10 @@
-"""Node feature labels: what discovery found, as label keys and values under one prefix.
+"""Node feature labels: what discovery found, and how it is offered, as label keys and values.
 
-Pure functions over an Inventory. Nothing here talks to the API server; the
-label sync (label_sync.py) decides when to apply what these compute. Health is not a
-label on purpose: a flapping GPU must not cost a Node patch per flap (health
-reaches the cluster as allocatable and as Events).
+Pure functions of the ResourceSettings and an Inventory. Nothing here talks to
+the API server; the label sync (label_sync.py) decides when to apply what these
+compute. Health is not a label on purpose: a flapping GPU must not cost a Node
+patch per flap (health reaches the cluster as allocatable and as Events). The
+sharing and MIG labels (GFD's) are resource_labels.py's.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 
+from gpu_device_plugin.cluster import resource_labels
 from gpu_device_plugin.inventory import Inventory, Topology
 from gpu_device_plugin.k8s_names import is_dns_subdomain, is_qualified_name
+from gpu_device_plugin.resources.settings import ResourceSettings
 
 DEFAULT_LABEL_PREFIX = "example.com/gpu."
 
@@ -45,6 +48,8 @@ NAMES = (
     MIG_CAPABLE,
     INTERCONNECT,
     PLUGIN_VERSION,
+    # GFD's sharing and MIG facts of the whole-GPU resource (resource_labels.py).
+    *resource_labels.RESOURCE_FACTS,
 )
 _LONGEST_NAME = max(len(n) for n in NAMES)
 
@@ -88,15 +93,17 @@ def interconnect(topology: Topology | None) -> str | None:
     return None
 
 
-def feature_labels(inventory: Inventory, *, prefix: str, plugin_version: str) -> dict[str, str]:
-    """Every feature label this inventory earns, keyed by the full label key."""
+def feature_labels(
+    inventory: Inventory, *, prefix: str, plugin_version: str, settings: ResourceSettings
+) -> dict[str, str]:
+    """Every feature label this inventory earns as the settings offer it, keyed by the full label key."""
     devices = inventory.devices
     values: dict[str, str | None] = {COUNT: str(len(devices)), PLUGIN_VERSION: plugin_version}
+    model = "unknown"
     if devices:
         # Mixed GPUs in one node are rare; the labels then describe the most common model.
         model, _ = Counter(d.model for d in devices).most_common(1)[0]
         typical = next(d for d in devices if d.model == model)
-        values[PRODUCT] = model if model != "unknown" else None
         values[MEMORY] = str(typical.memory_mib) if typical.memory_mib else None
         if typical.compute_capability is not None:
             values[COMPUTE_MAJOR] = str(typical.compute_capability[0])
@@ -107,23 +114,35 @@ def feature_labels(inventory: Inventory, *, prefix: str, plugin_version: str) ->
         values[INTERCONNECT] = interconnect(inventory.topology)
     values[DRIVER] = inventory.driver_version
     values[CUDA] = inventory.cuda_version
+    raw = {prefix + name: value for name, value in values.items()}
+    # The product, sharing and MIG labels; under `single` they replace count and memory.
+    raw.update(resource_labels.resource_labels(settings, inventory, prefix=prefix, model=model))
     labels: dict[str, str] = {}
-    for name, raw in values.items():
-        value = label_value(raw) if raw is not None else None
+    for key, text in raw.items():
+        value = label_value(text) if text is not None else None
         if value is not None:
-            labels[prefix + name] = value
+            labels[key] = value
     return labels
 
 
-def under_prefix(labels: Mapping[str, str] | None, prefix: str) -> dict[str, str]:
-    """The labels this plugin owns: those under its prefix."""
-    return {k: v for k, v in (labels or {}).items() if k.startswith(prefix)}
+def owned_labels(labels: Mapping[str, str] | None, prefix: str) -> dict[str, str]:
+    """The labels this plugin owns: those under its prefix, its domain's mig.strategy and the
+    per-profile facts <domain>/mig-<profile>.<fact> (not the MIG manager's <domain>/mig.config)."""
+    domain = prefix.partition("/")[0]
+    strategy = f"{domain}/{resource_labels.MIG_STRATEGY}"
+    mig = f"{domain}/mig-"
+    facts = tuple(f".{fact}" for fact in resource_labels.RESOURCE_FACTS)
+
+    def ours(key: str) -> bool:
+        return key.startswith(prefix) or key == strategy or (key.startswith(mig) and key.endswith(facts))
+
+    return {k: v for k, v in (labels or {}).items() if ours(k)}
 
 
 def label_patch(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str | None]:
     """A JSON merge patch of `metadata.labels` turning `current` into `desired`.
 
-    Both hold only labels under the prefix; keys in `current` that `desired`
+    Both hold only labels this plugin owns; keys in `current` that `desired`
     lacks map to None (merge-patch for "delete"). Empty: nothing to do.
     """
     patch: dict[str, str | None] = {k: v for k, v in desired.items() if current.get(k) != v}

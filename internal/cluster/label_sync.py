@@ -6,7 +6,8 @@ the API server is unreachable or refuses, this task alone waits (capped
 backoff), logs once per change of failure, and catches up with the newest
 inventory when calls work again.
 
-Only labels under the prefix are touched, by a JSON merge patch naming just
+Only labels this plugin owns are touched (under the prefix, and GFD's MIG keys
+beside it: feature_labels.owned_labels), by a JSON merge patch naming just
 the keys that change (null removes one), so labels of other owners survive
 and no resourceVersion conflict can occur. The labels last read or written are
 remembered: an inventory change that changes no label costs no call at all, one
@@ -23,12 +24,13 @@ from collections.abc import Awaitable, Callable
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.backoff import Backoff
-from gpu_device_plugin.cluster.feature_labels import feature_labels, label_patch, under_prefix
+from gpu_device_plugin.cluster.feature_labels import feature_labels, label_patch, owned_labels
 from gpu_device_plugin.cluster.nodeapi import ClusterApiError
 from gpu_device_plugin.cluster.offloop import off_loop
 from gpu_device_plugin.cluster.outage_log import OutageLog
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.resources.settings import ResourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class NodeLabeler:
         session: ClusterSession,
         node_name: str,
         prefix: str,
+        settings: ResourceSettings,
         plugin_version: str = __version__,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -52,6 +55,7 @@ class NodeLabeler:
         self._session = session
         self._node = node_name
         self._prefix = prefix
+        self._settings = settings
         self._version = plugin_version
         self._backoff = backoff or Backoff()
         self._sleep = sleep
@@ -63,7 +67,11 @@ class NodeLabeler:
         """Set whenever the node's labels match the newest inventory (tests, benchmarks)."""
 
     def desired(self) -> dict[str, str]:
-        return feature_labels(self._cell.value, prefix=self._prefix, plugin_version=self._version)
+        # A pure function of (settings, inventory): what a config change (issue 17) gives
+        # the labeler is only new settings.
+        return feature_labels(
+            self._cell.value, prefix=self._prefix, plugin_version=self._version, settings=self._settings
+        )
 
     async def run(self) -> None:
         while True:
@@ -111,12 +119,12 @@ class NodeLabeler:
         api = await self._session.api()
         if self._known is None:
             node = await off_loop(lambda: api.get_node(self._node))
-            self._known = under_prefix(node.labels, self._prefix)
+            self._known = owned_labels(node.labels, self._prefix)
         patch = label_patch(self._known, desired)
         if not patch:
             return
         node = await off_loop(lambda: api.patch_node_labels(self._node, patch))
-        self._known = under_prefix(node.labels, self._prefix)
+        self._known = owned_labels(node.labels, self._prefix)
         removed = sorted(k for k, v in patch.items() if v is None)
         log.info(
             "node %s: feature labels applied (%d set%s)",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_device_plugin.cluster.feature_labels import under_prefix
+from gpu_device_plugin.cluster.feature_labels import owned_labels
 from gpu_device_plugin.cluster.selector import LabelSelector
 
 DEFAULT_PLUGIN_SELECTOR = "app.kubernetes.io/name=gpu-device-plugin"
@@ -198,7 +198,7 @@ def build_report(
             allocatable=_resource(node, "allocatable", resource),
             plugin_pods=tuple(sorted(plugin_pods.get(name, ()), key=lambda p: (p.namespace, p.name))),
             holders=tuple(sorted(holders.get(name, ()), key=lambda h: (h.namespace, h.name))),
-            labels=under_prefix((node.get("metadata") or {}).get("labels"), label_prefix),
+            labels=owned_labels((node.get("metadata") or {}).get("labels"), label_prefix),
         )
         if report.capacity is not None or report.plugin_pods or report.labels or report.holders:
             reports.append(report)

@@ -21,6 +21,7 @@ from gpu_device_plugin.cluster.nodeapi import NodeApi
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.resources.settings import ResourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ def cluster_tasks(
     config: ClusterConfig,
     cell: SnapshotCell[Inventory],
     *,
+    settings: ResourceSettings,
     not_before: asyncio.Event | None = None,
     session: ClusterSession | None = None,
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """Root tasks for what is switched on (none when nothing is).
 
-    `not_before`: set once the plugin has registered; the client is loaded after it
-    (or after a short grace). `session`: tests pass their own.
+    `settings`: the resources as served (the labels say how they are shared and
+    partitioned). `not_before`: set once the plugin has registered; the client is
+    loaded after it (or after a short grace). `session`: tests pass their own.
     """
     if not config.enabled:
         return {}
@@ -51,7 +54,11 @@ def cluster_tasks(
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     if config.node_labels:
         labeler = NodeLabeler(
-            cell=cell, session=session, node_name=config.node_name, prefix=config.label_prefix
+            cell=cell,
+            session=session,
+            node_name=config.node_name,
+            prefix=config.label_prefix,
+            settings=settings,
         )
         tasks["node-labels"] = contained("node labels", labeler.run)
     if config.node_events:

@@ -17,7 +17,7 @@ from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
 from gpu_device_plugin.backoff import Backoff
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect
-from gpu_device_plugin.inventory import Inventory
+from gpu_device_plugin.inventory import Device, Inventory, MigDevice, MigMode, MigProfile
 from testsupport.fakeapi import FakeApiServer
 
 NODE = "gpu-node-1"
@@ -45,6 +45,35 @@ def session_for(api: FakeApiServer, folder: Path) -> ClusterSession:
 
 def fake_inventory(**config: Any) -> Inventory:
     return to_inventory(parse_fake_config(yaml.safe_dump(config or {"count": 4}), source="test"))
+
+
+#: What NVML reports for some A100 80GB profiles' memory.
+MIG_MEMORY_MIB = {"1g.10gb": 9856, "2g.20gb": 19968, "3g.40gb": 40192, "7g.80gb": 80896}
+
+
+def mig_inventory(layout: dict[int, list[str]], whole: int = 0) -> Inventory:
+    """A100 80GB GPUs: those in `layout` MIG-enabled with the named profiles, then `whole` whole ones."""
+    devices: list[Device] = []
+    migs: list[MigDevice] = []
+    for index in range(len(layout) + whole):
+        profiles = layout.get(index)
+        devices.append(
+            Device(
+                id=f"GPU-{index}",
+                index=index,
+                uuid=f"GPU-{index}",
+                model="NVIDIA A100-SXM4-80GB",
+                memory_mib=81920,
+                mig_capable=True,
+                mig_mode=MigMode(current=profiles is not None, pending=profiles is not None),
+            )
+        )
+        for n, name in enumerate(profiles or ()):
+            slices = int(name.split("g.")[0])
+            memory = MIG_MEMORY_MIB.get(name, slices * 9856)
+            profile = MigProfile(name, gi_slices=slices, ci_slices=slices, memory_mib=memory)
+            migs.append(MigDevice(f"MIG-{index}-{n}", f"MIG-{index}-{n}", f"GPU-{index}", n, profile, n, 0))
+    return Inventory(devices=tuple(devices), backend="nvml", mig_devices=tuple(migs))
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import cluster_tasks, connect, contained
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import SnapshotCell
+from gpu_device_plugin.resources.settings import ResourceSettings
 from testsupport.fakeapi import FakeApiServer, node
 
 
@@ -51,7 +52,11 @@ async def test_an_unexpected_failure_is_logged_and_the_task_starts_over(
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         session = ClusterSession(lambda: BuggyOnce(connect(kubeconfig)))
         labeler = NodeLabeler(
-            cell=SnapshotCell(fake_inventory(count=3)), session=session, node_name=NODE, prefix=PREFIX
+            cell=SnapshotCell(fake_inventory(count=3)),
+            session=session,
+            node_name=NODE,
+            prefix=PREFIX,
+            settings=ResourceSettings(),
         )
         sleeps = Sleeps()
         with caplog.at_level(logging.ERROR, logger="gpu_device_plugin.cluster"):
@@ -74,12 +79,15 @@ async def test_configuration_errors_are_not_contained() -> None:
 
 def test_only_what_is_switched_on_runs() -> None:
     cell = SnapshotCell(fake_inventory(count=1))
-    assert cluster_tasks(ClusterConfig(), cell) == {}
-    tasks = cluster_tasks(ClusterConfig(node_events=True, node_name=NODE), cell)
+    settings = ResourceSettings()
+    assert cluster_tasks(ClusterConfig(), cell, settings=settings) == {}
+    tasks = cluster_tasks(ClusterConfig(node_events=True, node_name=NODE), cell, settings=settings)
     assert list(tasks) == ["node-events"]
     for coro in tasks.values():
         coro.close()
-    tasks = cluster_tasks(ClusterConfig(node_labels=True, node_events=True, node_name=NODE), cell)
+    tasks = cluster_tasks(
+        ClusterConfig(node_labels=True, node_events=True, node_name=NODE), cell, settings=settings
+    )
     assert sorted(tasks) == ["node-events", "node-labels"]
     for coro in tasks.values():
         coro.close()

@@ -13,9 +13,13 @@ from gpu_device_plugin.cluster.feature_labels import (
     interconnect,
     label_patch,
     label_value,
-    under_prefix,
+    owned_labels,
 )
 from gpu_device_plugin.inventory import Device, Inventory, Link, PciePath, Topology
+from gpu_device_plugin.resources.settings import ResourceSettings
+
+#: Whole GPUs, nothing shared: the labels of a plain `serve`.
+WHOLE = ResourceSettings()
 
 P = "example.com/gpu."
 VALID_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -27,7 +31,7 @@ def fake(text: str) -> Inventory:
 
 def test_eight_h100s_on_nvswitch_get_every_label() -> None:
     inventory = fake("count: 8\nmig_capable: true\ntopology: {preset: dgx-h100}\n")
-    assert feature_labels(inventory, prefix=P, plugin_version="0.1.0") == {
+    assert feature_labels(inventory, prefix=P, plugin_version="0.1.0", settings=WHOLE) == {
         P + "product": "NVIDIA-H100-80GB-HBM3",
         P + "count": "8",
         P + "memory": "81559",
@@ -38,24 +42,37 @@ def test_eight_h100s_on_nvswitch_get_every_label() -> None:
         P + "mig.capable": "true",
         P + "interconnect": "nvswitch",
         P + "plugin.version": "0.1.0",
+        # GFD's: not shared (one replica each).
+        P + "replicas": "1",
+        P + "sharing-strategy": "none",
     }
 
 
 def test_the_gfd_prefix_gives_the_keys_gfd_users_select_on() -> None:
-    labels = feature_labels(fake("count: 2\n"), prefix="nvidia.com/gpu.", plugin_version="1")
+    labels = feature_labels(fake("count: 2\n"), prefix="nvidia.com/gpu.", plugin_version="1", settings=WHOLE)
     assert {"nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory"} <= labels.keys()
     assert labels["nvidia.com/gpu.compute.major"] == "9"
 
 
 def test_no_devices_still_says_count_zero_and_nothing_it_does_not_know() -> None:
-    labels = feature_labels(Inventory(devices=(), backend="nvml"), prefix=P, plugin_version="0.1.0")
+    labels = feature_labels(
+        Inventory(devices=(), backend="nvml"), prefix=P, plugin_version="0.1.0", settings=WHOLE
+    )
     assert labels == {P + "count": "0", P + "plugin.version": "0.1.0"}
 
 
 def test_unknown_facts_are_left_out_not_invented() -> None:
     device = Device(id="GPU-1", index=0, uuid="GPU-1")  # model unknown, no memory, no capability
-    labels = feature_labels(Inventory(devices=(device,), backend="nvml"), prefix=P, plugin_version="0.1.0")
-    assert labels == {P + "count": "1", P + "plugin.version": "0.1.0"}
+    labels = feature_labels(
+        Inventory(devices=(device,), backend="nvml"), prefix=P, plugin_version="0.1.0", settings=WHOLE
+    )
+    # How the GPU is offered is known (the settings say it); what it is, is not.
+    assert labels == {
+        P + "count": "1",
+        P + "plugin.version": "0.1.0",
+        P + "replicas": "1",
+        P + "sharing-strategy": "none",
+    }
 
 
 def test_health_is_not_a_label_so_a_fault_costs_no_patch() -> None:
@@ -63,8 +80,8 @@ def test_health_is_not_a_label_so_a_fault_costs_no_patch() -> None:
     broken = inventory.with_health(
         {inventory.devices[0].id: (inventory.devices[0].health.UNHEALTHY, "XID 79")}
     )
-    assert feature_labels(broken, prefix=P, plugin_version="1") == feature_labels(
-        inventory, prefix=P, plugin_version="1"
+    assert feature_labels(broken, prefix=P, plugin_version="1", settings=WHOLE) == feature_labels(
+        inventory, prefix=P, plugin_version="1", settings=WHOLE
     )
 
 
@@ -75,7 +92,7 @@ def test_mixed_models_are_described_by_the_most_common_one() -> None:
         "  - {model: NVIDIA H100 80GB HBM3}\n"
         "  - {model: NVIDIA H100 80GB HBM3}\n"
     )
-    labels = feature_labels(inventory, prefix=P, plugin_version="1")
+    labels = feature_labels(inventory, prefix=P, plugin_version="1", settings=WHOLE)
     assert labels[P + "product"] == "NVIDIA-H100-80GB-HBM3"
     assert labels[P + "memory"] == "81559"
     assert labels[P + "count"] == "3"
@@ -90,13 +107,15 @@ def test_mixed_models_are_described_by_the_most_common_one() -> None:
     ],
 )
 def test_mig_capable(mig: str, expected: str | None) -> None:
-    labels = feature_labels(fake("count: 2\n" + mig), prefix=P, plugin_version="1")
+    labels = feature_labels(fake("count: 2\n" + mig), prefix=P, plugin_version="1", settings=WHOLE)
     assert labels.get(P + "mig.capable") == expected
 
 
 def test_one_mig_capable_gpu_makes_the_node_mig_capable() -> None:
     inventory = fake("devices: [{mig_capable: false}, {mig_capable: true}, {}]\n")
-    assert feature_labels(inventory, prefix=P, plugin_version="1")[P + "mig.capable"] == "true"
+    assert (
+        feature_labels(inventory, prefix=P, plugin_version="1", settings=WHOLE)[P + "mig.capable"] == "true"
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +146,10 @@ def test_interconnect_class(topology: Topology | None, expected: str | None) -> 
 )
 def test_interconnect_of_the_fake_presets(preset: str, expected: str) -> None:
     inventory = fake(f"count: 8\ntopology: {{preset: {preset}}}\n")
-    assert feature_labels(inventory, prefix=P, plugin_version="1")[P + "interconnect"] == expected
+    assert (
+        feature_labels(inventory, prefix=P, plugin_version="1", settings=WHOLE)[P + "interconnect"]
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,7 +181,7 @@ def test_every_computed_value_is_a_valid_label_value() -> None:
         "model: '  NVIDIA Ultra GPU (engineering sample) 2026 edition with a very long marketing name!'\n"
         "driver_version: 'r999_00 / beta'\ncuda_version: '13.0 (preview)'\n"
     )
-    labels = feature_labels(inventory, prefix=P, plugin_version="0.1.0+local.dirty")
+    labels = feature_labels(inventory, prefix=P, plugin_version="0.1.0+local.dirty", settings=WHOLE)
     for key, value in labels.items():
         assert len(value) <= 63, key
         assert VALID_VALUE.match(value), (key, value)
@@ -180,7 +202,7 @@ def test_good_prefixes(prefix: str) -> None:
         pytest.param("Example.com/gpu.", "DNS subdomain", id="uppercase-domain"),
         pytest.param("example.com/-gpu.", "cannot begin label names", id="name-starts-with-dash"),
         pytest.param("example.com/a/b.", "cannot begin label names", id="two-slashes"),
-        pytest.param("example.com/" + "g" * 50 + ".", "at most 49 characters", id="too-long"),
+        pytest.param("example.com/" + "g" * 50 + ".", "at most 47 characters", id="too-long"),
     ],
 )
 def test_bad_prefixes_say_why(prefix: str, complaint: str) -> None:
@@ -202,5 +224,5 @@ def test_only_labels_under_the_prefix_are_ours() -> None:
         "kubernetes.io/hostname": "n1",
         "example.com/gpux": "y",
     }
-    assert under_prefix(labels, P) == {P + "count": "8"}
-    assert under_prefix(None, P) == {}
+    assert owned_labels(labels, P) == {P + "count": "8"}
+    assert owned_labels(None, P) == {}

@@ -15,13 +15,29 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_support import EXACT_BACKOFF, NODE, PREFIX, Sleeps, fake_inventory, running, session_for
+from cluster_support import (
+    EXACT_BACKOFF,
+    NODE,
+    PREFIX,
+    Sleeps,
+    fake_inventory,
+    mig_inventory,
+    running,
+    session_for,
+)
 
 from gpu_device_plugin.cluster.label_sync import NodeLabeler
 from gpu_device_plugin.cluster.nodeapi import NodeApi
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.cluster.tasks import connect
 from gpu_device_plugin.inventory import Health, Inventory, SnapshotCell
+from gpu_device_plugin.resources.settings import (
+    MigStrategy,
+    ResourceSettings,
+    SharedResource,
+    Sharing,
+    SharingStrategy,
+)
 from testsupport.fakeapi import DROP, FakeApiServer, node
 from testsupport.waiting import eventually
 
@@ -43,6 +59,7 @@ def labeler(
         session=session,
         node_name=NODE,
         prefix=PREFIX,
+        settings=kwargs.pop("settings", ResourceSettings()),  # type: ignore[arg-type]
         plugin_version="9.9.9",
         backoff=EXACT_BACKOFF,
         sleep=sleeps or Sleeps(),
@@ -74,6 +91,47 @@ async def test_labels_appear_stale_ones_go_and_foreign_ones_stay(api: FakeApiSer
     assert sent[PREFIX + "stale"] is None
     assert list(patch.body) == ["metadata"]
     assert list(patch.body["metadata"]) == ["labels"]
+
+
+async def test_sharing_and_mig_labels_follow_the_settings_and_other_owners_keep_theirs(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    gfd = "nvidia.com/gpu."
+    mig_manager = {"nvidia.com/mig.config": "all-balanced", "nvidia.com/mig.config.state": "success"}
+    # A profile gone since the last run left its labels behind.
+    api.nodes[NODE] = node(NODE, labels=FOREIGN | mig_manager | {"nvidia.com/mig-7g.80gb.count": "1"})
+    cell = SnapshotCell(mig_inventory({0: ["1g.10gb"] * 7, 1: ["3g.40gb", "3g.40gb"]}, whole=1))
+
+    def on(settings: ResourceSettings) -> NodeLabeler:
+        return NodeLabeler(
+            cell=cell, session=session_for(api, tmp_path), node_name=NODE, prefix=gfd, settings=settings
+        )
+
+    mixed = on(ResourceSettings("nvidia.com/gpu", mig_strategy=MigStrategy.MIXED))
+    async with running(mixed.run()):
+        await mixed.applied.wait()
+    labels = api.labels(NODE)
+    assert labels["nvidia.com/mig.strategy"] == "mixed"
+    assert labels["nvidia.com/mig-1g.10gb.count"] == "7"
+    assert labels["nvidia.com/mig-3g.40gb.count"] == "2"
+    assert labels["nvidia.com/mig-3g.40gb.memory"] == "40192"
+    assert "nvidia.com/mig-7g.80gb.count" not in labels
+    # A config change (issue 17) is new settings over the same inventory: the MIG labels go,
+    # the sharing ones come, in one patch; the MIG manager's and other owners' labels stay.
+    patches = len(api.calls("PATCH"))
+    shared = Sharing(SharingStrategy.TIME_SLICING, (SharedResource("nvidia.com/gpu", 4),))
+    plain = on(ResourceSettings("nvidia.com/gpu", sharing=shared))
+    async with running(plain.run()):
+        await plain.applied.wait()
+    labels = api.labels(NODE)
+    assert not [k for k in labels if k.startswith("nvidia.com/mig-") or k == "nvidia.com/mig.strategy"]
+    assert {k: labels[k] for k in (gfd + "replicas", gfd + "sharing-strategy", gfd + "product")} == {
+        gfd + "replicas": "4",
+        gfd + "sharing-strategy": "time-slicing",
+        gfd + "product": "NVIDIA-A100-SXM4-80GB-SHARED",
+    }
+    assert {k: labels[k] for k in FOREIGN | mig_manager} == FOREIGN | mig_manager
+    assert len(api.calls("PATCH")) == patches + 1
 
 
 async def test_nothing_to_change_costs_no_patch(api: FakeApiServer, tmp_path: Path) -> None:

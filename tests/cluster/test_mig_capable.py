@@ -10,7 +10,11 @@ from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
 from gpu_device_plugin.backends.nvml.discover import NvmlBackend
 from gpu_device_plugin.backends.nvml.library import NvmlSession
 from gpu_device_plugin.cluster.feature_labels import feature_labels
+from gpu_device_plugin.resources.settings import ResourceSettings
 from testsupport.fake_nvml import ERROR_UNKNOWN, FakeGpu, FakeNvml
+
+#: Whole GPUs, nothing shared: the labels of a plain `serve`.
+WHOLE = ResourceSettings()
 
 
 def discover(lib: Any) -> list[bool | None]:
@@ -55,7 +59,7 @@ def test_nvml_capability_reaches_the_label() -> None:
     lib = FakeNvml(gpus=[FakeGpu(uuid="GPU-a", mig_mode=None), FakeGpu(uuid="GPU-b", minor=1, mig_mode=None)])
     inventory = NvmlBackend(NvmlSession(lib)).discover()
     assert (
-        feature_labels(inventory, prefix="example.com/gpu.", plugin_version="1")[
+        feature_labels(inventory, prefix="example.com/gpu.", plugin_version="1", settings=WHOLE)[
             "example.com/gpu.mig.capable"
         ]
         == "false"

@@ -206,7 +206,7 @@ def test_report_shows_the_right_numbers_while_a_pod_holds_two(
     assert code == 1, "one device is unhealthy"
     entry = node_entry(data, cluster.node_name)
     assert (entry["capacity"], entry["allocatable"], entry["unhealthy"], entry["in_use"]) == (8, 7, 1, 2)
-    assert {"namespace": pods.namespace, "name": holder, "count": 2} in entry["pods"]
+    assert {"namespace": pods.namespace, "name": holder, "count": 2, "resource": RESOURCE} in entry["pods"]
     assert entry["labels"][PREFIX + "count"] == "8"
     assert any(cluster.node_name in p and "unhealthy" in p for p in data["problems"])
     if isinstance(healthy_plugin.driver, DaemonSetPlugin):
@@ -228,7 +228,7 @@ def test_report_table_for_people(cluster: ClusterUnderTest, healthy_plugin: Plug
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith(cluster.node_name + " "))
-    assert row.split()[1:5] == ["8", "8", "0", "0"]
+    assert row.split()[1:6] == [RESOURCE, "8", "8", "0", "0"]
     assert f"{cluster.node_name} labels ({PREFIX}*):" in result.stdout
 
 

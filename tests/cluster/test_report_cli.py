@@ -68,6 +68,7 @@ def test_table_for_people(api: FakeApiServer, tmp_path: Path) -> None:
     lines = result.output.splitlines()
     assert lines[0].split() == [
         "NODE",
+        "RESOURCE",
         "CAPACITY",
         "ALLOCATABLE",
         "UNHEALTHY",
@@ -78,8 +79,28 @@ def test_table_for_people(api: FakeApiServer, tmp_path: Path) -> None:
         "READY",
         "RESTARTS",
     ]
-    assert lines[1].split() == ["gpu-a", "8", "8", "0", "3", "gpu-device-plugin/gdp-aaaaa", "yes", "1"]
-    assert lines[2].split() == ["gpu-b", "4", "4", "0", "0", "gpu-device-plugin/gdp-bbbbb", "yes", "0"]
+    assert lines[1].split() == [
+        "gpu-a",
+        "example.com/gpu",
+        "8",
+        "8",
+        "0",
+        "3",
+        "gpu-device-plugin/gdp-aaaaa",
+        "yes",
+        "1",
+    ]
+    assert lines[2].split() == [
+        "gpu-b",
+        "example.com/gpu",
+        "4",
+        "4",
+        "0",
+        "0",
+        "gpu-device-plugin/gdp-bbbbb",
+        "yes",
+        "0",
+    ]
     assert "gpu-a pods: team-a/train-0 (2), team-b/notebook (1)" in lines
     assert "gpu-a labels (example.com/gpu.*): count=8 product=NVIDIA-H100-80GB-HBM3" in lines
     assert "cpu-only" not in result.output
@@ -103,11 +124,94 @@ def test_json_for_machines(api: FakeApiServer, tmp_path: Path) -> None:
         "in_use": 3,
     }
     assert gpu_a["pods"] == [
-        {"namespace": "team-a", "name": "train-0", "count": 2},
-        {"namespace": "team-b", "name": "notebook", "count": 1},
+        {"namespace": "team-a", "name": "train-0", "count": 2, "resource": "example.com/gpu"},
+        {"namespace": "team-b", "name": "notebook", "count": 1, "resource": "example.com/gpu"},
+    ]
+    assert gpu_a["resources"] == [
+        {"name": "example.com/gpu", "capacity": 8, "allocatable": 6, "unhealthy": 2, "in_use": 3}
     ]
     assert gpu_a["plugin_pods"][0]["restarts"] == 1
     assert gpu_a["labels"] == {PREFIX + "count": "8", PREFIX + "product": "NVIDIA-H100-80GB-HBM3"}
+
+
+def shared_and_mig_cluster(api: FakeApiServer) -> None:
+    """One node time-sliced (4 replicas of 8 GPUs, renamed .shared), one MIG mixed (one instance down)."""
+    gfd = "nvidia.com/gpu."
+    sliced = gpu_node(
+        "sliced",
+        None,
+        None,
+        **{gfd + "replicas": "4", gfd + "sharing-strategy": "time-slicing", gfd + "count": "8"},
+    )
+    sliced["status"]["capacity"]["nvidia.com/gpu.shared"] = "32"
+    sliced["status"]["allocatable"]["nvidia.com/gpu.shared"] = "32"
+    mig = gpu_node(
+        "mig",
+        None,
+        None,
+        **{
+            "nvidia.com/mig.strategy": "mixed",
+            "nvidia.com/mig-1g.10gb.count": "7",
+            "nvidia.com/mig.config": "all-1g.10gb",  # the MIG manager's, not ours
+        },
+    )
+    for kind, count in (("capacity", "7"), ("allocatable", "6")):
+        mig["status"][kind]["nvidia.com/mig-1g.10gb"] = count
+        mig["status"][kind]["nvidia.com/mig-3g.40gb"] = "2"
+    mig["status"]["capacity"]["other.io/fpga"] = "1"  # another domain: not the plugin's
+    populate(
+        api,
+        [sliced, mig],
+        [
+            plugin_pod("gdp-s", "sliced", ready=True),
+            plugin_pod("gdp-m", "mig", ready=True),
+            pod(
+                "replica-0", "sliced", {"name": "c", "resources": {"limits": {"nvidia.com/gpu.shared": "1"}}}
+            ),
+            pod(
+                "small",
+                "mig",
+                {"name": "c", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "2"}}},
+                {"name": "d", "resources": {"limits": {"nvidia.com/mig-3g.40gb": "1"}}},
+            ),
+        ],
+    )
+
+
+def test_shared_and_mig_resources_per_node(api: FakeApiServer, tmp_path: Path) -> None:
+    shared_and_mig_cluster(api)
+    args = ("--resource-name", "nvidia.com/gpu", "--label-prefix", "nvidia.com/gpu.")
+    result = report(api, tmp_path, *args)
+    assert result.exit_code == 1, result.output  # an unhealthy MIG instance
+    rows = [line.split() for line in result.output.splitlines()[1:4]]
+    assert rows == [
+        ["mig", "nvidia.com/mig-1g.10gb", "7", "6", "1", "2", "gpu-device-plugin/gdp-m", "yes", "0"],
+        ["mig", "nvidia.com/mig-3g.40gb", "2", "2", "0", "1"],
+        ["sliced", "nvidia.com/gpu.shared", "32", "32", "0", "1", "gpu-device-plugin/gdp-s", "yes", "0"],
+    ]
+    lines = result.output.splitlines()
+    assert (
+        "mig pods: team-a/small (2 nvidia.com/mig-1g.10gb), team-a/small (1 nvidia.com/mig-3g.40gb)" in lines
+    )
+    assert (
+        "mig labels (nvidia.com/gpu.*): nvidia.com/mig-1g.10gb.count=7 nvidia.com/mig.strategy=mixed"
+    ) in lines
+    assert "sliced labels (nvidia.com/gpu.*): count=8 replicas=4 sharing-strategy=time-slicing" in lines
+    assert lines[-2] == (
+        "2 node(s): nvidia.com/gpu capacity 0, allocatable 0, in use 0; "
+        "nvidia.com/gpu.shared capacity 32, allocatable 32, in use 1; "
+        "nvidia.com/mig-1g.10gb capacity 7, allocatable 6, in use 2; "
+        "nvidia.com/mig-3g.40gb capacity 2, allocatable 2, in use 1"
+    )
+    assert lines[-1] == "problem: mig: 1 of 7 nvidia.com/mig-1g.10gb unhealthy (capacity 7, allocatable 6)"
+    data = json.loads(report(api, tmp_path, *args, "--json").output)
+    mig = next(n for n in data["nodes"] if n["name"] == "mig")
+    assert mig["capacity"] is None  # no whole GPUs there
+    assert [(r["name"], r["capacity"], r["allocatable"], r["in_use"]) for r in mig["resources"]] == [
+        ("nvidia.com/mig-1g.10gb", 7, 6, 2),
+        ("nvidia.com/mig-3g.40gb", 2, 2, 1),
+    ]
+    assert "nvidia.com/mig.config" not in mig["labels"]
 
 
 def test_a_plugin_pod_not_ready_fails(api: FakeApiServer, tmp_path: Path) -> None:

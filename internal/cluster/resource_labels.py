@@ -20,8 +20,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gpu_device_plugin.inventory import Device, Inventory, MigDevice, MigProfile
+from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.inventory import Inventory, MigDevice, MigProfile
 from gpu_device_plugin.k8s_names import is_qualified_name
+from gpu_device_plugin.resources.mig import check_single, mig_enabled, mig_resource_name, servable
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings
 
 PRODUCT = "product"
@@ -80,13 +82,17 @@ def replication(settings: ResourceSettings, resource: str) -> Replication:
     )
 
 
-def mig_resource_name(resource_name: str, profile: MigProfile) -> str:
-    """The resource `mixed` serves a profile under: `<the whole-GPU resource's domain>/mig-<profile>`."""
-    return f"{resource_name.partition('/')[0]}/mig-{profile.name}"
+def _profile_resource(settings: ResourceSettings, profile: MigProfile) -> str | None:
+    """The resource `mixed` serves the profile under (nvidia.com/mig-1g.10gb.me: '+' written '.',
+    as NVIDIA and GFD write it); None when the profile's name cannot make one."""
+    try:
+        return mig_resource_name(settings.resource_name, profile.name)
+    except ConfigError:
+        return None
 
 
-def profile_key_name(profile: MigProfile) -> str:
-    """The profile as a label key part: '+' is not allowed there, GFD writes it '.' (1g.10gb.me)."""
+def _label_name(profile: MigProfile) -> str:
+    """The profile in a product label: GFD writes '+' as '.' there too (...-MIG-1g.10gb.me)."""
     return profile.name.replace("+", ".")
 
 
@@ -94,10 +100,6 @@ def product(model: str, *parts: str, replicated: Replication) -> str:
     """GFD's product: the model and parts joined by '-', -SHARED when shared under its own name.
     Raw text: feature_labels makes every value a valid label value."""
     return "-".join([model, *parts] + (["SHARED"] if replicated.marks_product else []))
-
-
-def _mig_on(device: Device) -> bool:
-    return device.mig_mode is not None and device.mig_mode.current
 
 
 def _profile_facts(profile: MigProfile) -> dict[str, str | None]:
@@ -123,7 +125,7 @@ def _parent_model(inventory: Inventory, migs: list[MigDevice]) -> str:
 def whole_gpu_facts(settings: ResourceSettings, inventory: Inventory, model: str) -> dict[str, str | None]:
     """replicas, sharing-strategy and the product for the whole-GPU resource (names after the prefix)."""
     served_whole = [
-        d for d in inventory.devices if settings.mig_strategy is MigStrategy.NONE or not _mig_on(d)
+        d for d in inventory.devices if settings.mig_strategy is MigStrategy.NONE or not mig_enabled(d)
     ]
     replicated = replication(settings, settings.resource_name) if served_whole else NOT_SERVED
     return {
@@ -133,27 +135,21 @@ def whole_gpu_facts(settings: ResourceSettings, inventory: Inventory, model: str
     }
 
 
-def single_problem(inventory: Inventory) -> str | None:
-    """Why `single` cannot offer this node's MIG layout; None when it can (or no GPU has MIG on)."""
-    enabled = [d for d in inventory.devices if _mig_on(d)]
-    if not enabled:
+def _single_serves_migs(inventory: Inventory) -> bool | None:
+    """resources/mig.check_single's verdict: True MIG devices, False whole GPUs, None refused."""
+    try:
+        return check_single(inventory)
+    except ConfigError:
         return None
-    with_migs = {m.parent_id for m in inventory.mig_devices}
-    if any(d.id not in with_migs for d in enabled):
-        return "a MIG-enabled GPU has no MIG devices"
-    if len(enabled) != len(inventory.devices):
-        return "GPUs with MIG enabled and disabled"
-    if len(_by_profile(inventory.mig_devices)) > 1:
-        return "more than one MIG profile"
-    return None
 
 
 def single_facts(settings: ResourceSettings, inventory: Inventory) -> dict[str, str | None]:
     """Under `single`, the MIG devices stand in for the GPUs in the whole-GPU labels (as GFD's)."""
-    enabled = [d for d in inventory.devices if _mig_on(d)]
-    if not enabled:
+    enabled = [d for d in inventory.devices if mig_enabled(d)]
+    serves = _single_serves_migs(inventory)
+    if serves is False:
         return {}
-    if single_problem(inventory) is not None:
+    if serves is None:
         # GFD's labels for a layout `single` cannot serve: nothing here to select on.
         return {
             PRODUCT: product(enabled[0].model, "MIG", "INVALID", replicated=NOT_SERVED),
@@ -166,9 +162,7 @@ def single_facts(settings: ResourceSettings, inventory: Inventory) -> dict[str, 
     profile = migs[0].profile
     replicated = replication(settings, settings.resource_name)
     return {
-        PRODUCT: product(
-            _parent_model(inventory, migs), "MIG", profile_key_name(profile), replicated=replicated
-        ),
+        PRODUCT: product(_parent_model(inventory, migs), "MIG", _label_name(profile), replicated=replicated),
         COUNT: str(len(migs)),
         REPLICAS: str(replicated.replicas),
         SHARING_STRATEGY: replicated.strategy,
@@ -181,14 +175,16 @@ def mixed_labels(settings: ResourceSettings, inventory: Inventory, domain: str) 
     labels: dict[str, str | None] = {}
     for migs in _by_profile(inventory.mig_devices).values():
         profile = migs[0].profile
-        name = f"mig-{profile_key_name(profile)}"
-        longest = f"{name}.{max(RESOURCE_FACTS, key=len)}"
-        if not is_qualified_name(longest):
+        resource = _profile_resource(settings, profile)
+        if resource is None or not servable(profile):
+            continue  # no resource is served for it, so no label says there is
+        name = resource.partition("/")[2]
+        if not is_qualified_name(f"{name}.{max(RESOURCE_FACTS, key=len)}"):
             continue  # a profile name no label key can hold: left out rather than cut
-        replicated = replication(settings, mig_resource_name(settings.resource_name, profile))
+        replicated = replication(settings, resource)
         facts = {
             PRODUCT: product(
-                _parent_model(inventory, migs), "MIG", profile_key_name(profile), replicated=replicated
+                _parent_model(inventory, migs), "MIG", _label_name(profile), replicated=replicated
             ),
             COUNT: str(len(migs)),
             REPLICAS: str(replicated.replicas),

@@ -308,3 +308,12 @@ def test_the_plugin_owns_its_keys_and_not_the_mig_managers() -> None:
         "nvidia.com/mig-1g.10gb.count",
         "nvidia.com/mig-2g.20gb.engines.ofa",
     }
+
+
+def test_a_profile_mixed_serves_no_resource_for_gets_no_labels() -> None:
+    # A compute instance smaller than its GPU instance: NVIDIA serves no resource, nor do we.
+    smaller_ci = MigProfile("1c.3g.40gb", gi_slices=3, ci_slices=1, memory_mib=40192)
+    inventory = node((gpu(0, mig=True),), migs(0, smaller_ci, ONE_G))
+    got = labels(settings(mig=MigStrategy.MIXED), inventory)
+    assert not [k for k in got if "1c.3g" in k]
+    assert got["nvidia.com/mig-1g.10gb.count"] == "1"

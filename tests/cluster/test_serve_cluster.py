@@ -29,6 +29,7 @@ from gpu_device_plugin.cli.main import main
 from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.cluster.events import UNHEALTHY
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.resources.settings import MigStrategy
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from testsupport.fakeapi import FakeApiServer, node, unreachable_kubeconfig
 from testsupport.fakegpus import write_fake_config
@@ -168,6 +169,31 @@ async def test_labels_and_events_beside_the_kubelet(
     assert event["reason"] == UNHEALTHY
     assert fake_uuid(3) in event["message"]
     assert len(api.calls("PATCH")) == 1  # health changes no label
+
+
+async def test_mixed_mig_labels_from_serve(
+    kubelet: StandinKubelet, start_plugin, api: FakeApiServer, tmp_path: Path
+) -> None:
+    """serve hands its resource settings to the labeler: GFD's MIG keys for what it serves."""
+    fake = tmp_path / "mig.yaml"
+    fake.write_text(
+        "model: NVIDIA H100 80GB HBM3\nmemory_mib: 81559\n"
+        "devices:\n  - {mig: [1g.10gb, 1g.10gb, 3g.40gb]}\n  - {mig: [1g.10gb]}\n  - {}\n"
+    )
+    start_plugin(
+        fake,
+        cluster=cluster(api.write_kubeconfig(tmp_path / "kc")),
+        resource_name="nvidia.com/gpu",
+        mig_strategy=MigStrategy.MIXED,
+    )
+    domain = PREFIX.partition("/")[0]
+    await api.until(lambda: api.labels(NODE).get(f"{domain}/mig-1g.10gb.count") == "3", what="MIG labels")
+    labels = api.labels(NODE)
+    assert labels[f"{domain}/mig.strategy"] == "mixed"
+    assert labels[f"{domain}/mig-3g.40gb.count"] == "1"
+    assert labels[f"{domain}/mig-1g.10gb.product"] == "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb"
+    assert labels[PREFIX + "count"] == "3"
+    assert labels[PREFIX + "replicas"] == "1"  # GPU 2 is served whole
 
 
 async def test_an_unreachable_api_server_never_holds_up_the_kubelet_side(

@@ -75,6 +75,8 @@ class PluginFlags(_Section):
     containerDriverRoot: str | None = None
     kubeletSocket: str | None = None
     cdiFeatureFlags: str | list[str] | None = None
+    sharedDevicesAllocationPolicy: Literal["distributed", "packed", "spread"] | None = None
+    """v0.20's preferred allocation for replicas and MIG devices (`spread` is v0.20.1's)."""
 
     @property
     def device_list_strategies(self) -> tuple[str, ...]:
@@ -223,6 +225,7 @@ NVIDIA_KEYS = {
     "passDeviceSpecs": "flags.plugin.passDeviceSpecs",
     "deviceListStrategy": "flags.plugin.deviceListStrategy",
     "deviceIdStrategy": "flags.plugin.deviceIDStrategy",
+    "sharedDevicesAllocationPolicy": "flags.plugin.sharedDevicesAllocationPolicy",
 }
 
 

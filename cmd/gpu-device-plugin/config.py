@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
@@ -39,11 +40,19 @@ class ServeConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     mig_strategy: MigStrategy = MigStrategy.NONE
     sharing: Sharing | None = None
+    """Replicas of the resources (NVIDIA's sharing section); None: whole devices only."""
+    shared_policy: SharedPolicy = SharedPolicy.DISTRIBUTED
 
     @property
     def resources(self) -> ResourceSettings:
         """What resources/plan.py reads: the resource part of this config."""
-        return ResourceSettings(self.resource_name, self.allocate, self.mig_strategy, self.sharing)
+        return ResourceSettings(
+            self.resource_name,
+            self.allocate,
+            self.mig_strategy,
+            self.sharing,
+            shared_policy=self.shared_policy,
+        )
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)

@@ -21,10 +21,11 @@ from click.core import ParameterSource
 
 from gpu_device_plugin import __version__
 from gpu_device_plugin.allocator import AllocateOptions, DeviceIdStrategy, DeviceListStrategy
+from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.backends.config import MAX_FAKE_DEVICES, DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.cli import exitcodes
 from gpu_device_plugin.cli.config import ServeConfig
-from gpu_device_plugin.cli.nvidia_file import effective_config, load_config_file
+from gpu_device_plugin.cli.nvidia_file import effective_config, file_sharing, load_config_file
 from gpu_device_plugin.cli.oneline import (
     BoundedInt,
     FiniteFloat,
@@ -275,6 +276,13 @@ def main() -> None:
 )
 @env_option("--cdi-kind", default="nvidia.com/gpu", help="CDI kind for cdi-cri names.")
 @env_option(
+    "--shared-devices-allocation-policy",
+    type=click.Choice([p.value for p in SharedPolicy]),
+    default=SharedPolicy.DISTRIBUTED.value,
+    help="Preferred allocation of shared replicas: spread over the least-shared GPUs, "
+    "or fill a GPU before the next.",
+)
+@env_option(
     "--pass-device-specs/--no-pass-device-specs",
     default=False,
     help="Also hand the /dev/nvidia* nodes to the container.",
@@ -352,6 +360,9 @@ def serve(**flags: Any) -> None:
             metrics_address=flags["metrics_address"],
             cluster=cluster_config(flags),
             mig_strategy=MigStrategy(flags["mig_strategy"]),
+            # From --config-file only: NVIDIA's sharing section has no flag.
+            sharing=file_sharing(),
+            shared_policy=SharedPolicy(flags["shared_devices_allocation_policy"]),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
         otlp_metrics = configure_otlp_metrics()

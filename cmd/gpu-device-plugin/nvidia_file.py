@@ -31,12 +31,16 @@ from gpu_device_plugin.cli.oneline import (
 )
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.nvidia_config import NvidiaConfig, ReplicatedResources
+from gpu_device_plugin.resources.names import check_resource_name
+from gpu_device_plugin.resources.settings import SharedResource, Sharing, SharingStrategy
 
 PLANNED = "is not supported yet (planned: issue 16)"
 # What our --device-list-strategy offers, in NVIDIA's words.
 LIST_STRATEGIES = ("envvar", "cdi-cri")
 # ctx.meta key: the file's keys accepted without effect, named in the start-up log.
 IGNORED_KEYS = "gpu_device_plugin.nvidia_file.ignored"
+# ctx.meta key: the file's sharing section (a Sharing, or None), which no flag sets.
+SHARING = "gpu_device_plugin.nvidia_file.sharing"
 
 
 @dataclass
@@ -46,6 +50,8 @@ class FlagDefaults:
     values: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    # sharing.timeSlicing: no flag has it, so it reaches ServeConfig by itself.
+    sharing: Sharing | None = None
 
     def set(self, param: str, value: Any, key: str) -> None:
         self.values[param] = value
@@ -57,8 +63,7 @@ def flag_defaults(config: NvidiaConfig) -> FlagDefaults:
     out = FlagDefaults()
     _flags(config, out)
     _resources(config, out)
-    _sharing("sharing.timeSlicing", config.sharing.timeSlicing)
-    _sharing("sharing.mps", config.sharing.mps)
+    out.sharing = _sharing(config)
     if config.imex.channelIDs:
         raise ConfigError("imex.channelIDs", "IMEX channels are not supported")
     _ours(config, out)
@@ -111,6 +116,14 @@ def _flags(config: NvidiaConfig, out: FlagDefaults) -> None:
         )
     if strategies:
         out.set("device_list_strategy", strategies[0], "flags.plugin.deviceListStrategy")
+    policy = plugin.sharedDevicesAllocationPolicy
+    if policy == "spread":
+        raise ConfigError(
+            "flags.plugin.sharedDevicesAllocationPolicy",
+            "spread (NVIDIA v0.20.1) is not supported: distributed (which spreads) or packed",
+        )
+    if policy is not None:
+        out.set("shared_devices_allocation_policy", policy, "flags.plugin.sharedDevicesAllocationPolicy")
     if plugin.kubeletSocket is not None:
         socket = PurePosixPath(plugin.kubeletSocket)
         if socket.name != "kubelet.sock":
@@ -149,10 +162,47 @@ def _resources(config: NvidiaConfig, out: FlagDefaults) -> None:
     out.set("resource_name", gpus[0].name, "resources.gpus[0].name")
 
 
-def _sharing(key: str, section: ReplicatedResources | None) -> None:
+def _sharing(config: NvidiaConfig) -> Sharing | None:
     # renameByDefault and failRequestsGreaterThanOne without resources share nothing.
-    if section is not None and section.resources:
-        raise ConfigError(f"{key}.resources", f"sharing GPUs {PLANNED}")
+    mps = config.sharing.mps
+    if mps is not None and mps.resources:
+        raise ConfigError("sharing.mps.resources", f"sharing GPUs with MPS {PLANNED}")
+    return _replicated(SharingStrategy.TIME_SLICING, config.sharing.timeSlicing)
+
+
+def _replicated(strategy: SharingStrategy, section: ReplicatedResources | None) -> Sharing | None:
+    """A sharing section as settings; names checked as the kubelet would, errors keyed in the file."""
+    if section is None or not section.resources:
+        return None
+    resources = []
+    for position, entry in enumerate(section.resources):
+        where = f"{strategy.config_key}.resources[{position}]"
+        for key, name in (("name", entry.name), ("rename", entry.rename)):
+            if name is not None:
+                try:
+                    check_resource_name(name)
+                except ConfigError as err:
+                    raise ConfigError(f"{where}.{key}", err.reason) from err
+        resources.append(SharedResource(entry.name, entry.replicas, entry.rename, entry.devices))
+    return Sharing(
+        strategy,
+        tuple(resources),
+        rename_by_default=section.renameByDefault,
+        # None: NVIDIA's default, off for time-slicing.
+        fail_requests_greater_than_one=bool(section.failRequestsGreaterThanOne),
+    )
+
+
+def describe_sharing(sharing: Sharing) -> str:
+    """How the start-up line says what is shared: `nvidia.com/gpu x4 as nvidia.com/gpu.shared`."""
+    parts = []
+    for entry in sharing.resources:
+        which = "" if entry.devices == "all" else f" (devices {entry.devices})"
+        offered = entry.offered_as(sharing.rename_by_default)
+        renamed = "" if offered == entry.name else f" as {offered}"
+        parts.append(f"{entry.name}{which} x{entry.replicas}{renamed}")
+    one = ", one per container" if sharing.fail_requests_greater_than_one else ""
+    return f"{sharing.strategy} (file: {sharing.strategy.config_key}): {'; '.join(parts)}{one}"
 
 
 def _ours(config: NvidiaConfig, out: FlagDefaults) -> None:
@@ -182,7 +232,15 @@ def load_config_file(ctx: click.Context, _param: click.Parameter, value: Path | 
     remember_config_file(ctx, value, defaults.keys)
     ctx.default_map = {**(ctx.default_map or {}), **defaults.values}
     ctx.meta[IGNORED_KEYS] = defaults.ignored
+    ctx.meta[SHARING] = defaults.sharing
     return value
+
+
+def file_sharing() -> Sharing | None:
+    """The sharing the command's --config-file asks for; None: none (or no file, or no command)."""
+    ctx = click.get_current_context(silent=True)
+    sharing: Sharing | None = None if ctx is None else ctx.meta.get(SHARING)
+    return sharing
 
 
 def effective_config_line(ctx: click.Context, flags: dict[str, Any]) -> str:
@@ -210,6 +268,9 @@ def effective_config_line(ctx: click.Context, flags: dict[str, Any]) -> str:
     line = f"configuration{f' (file: {path})' if path else ''}: {', '.join(chosen) or 'all defaults'}"
     if chosen and defaults:
         line += f"; defaults: {', '.join(defaults)}"
+    sharing = ctx.meta.get(SHARING)
+    if sharing is not None:
+        line += f"; sharing {describe_sharing(sharing)}"
     ignored = ctx.meta.get(IGNORED_KEYS) or []
     if ignored:
         line += f"; file keys accepted without effect on a device plugin: {', '.join(ignored)}"

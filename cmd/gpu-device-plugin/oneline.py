@@ -51,6 +51,10 @@ def field_name(ctx: click.Context | None, field: str) -> str:
     name = field.replace("-", "_")
     param = next((p for p in ctx.command.params if p.name == name), None)
     if param is None:
+        # A key path of the file that no flag has (sharing.timeSlicing.resources[0].name),
+        # refused once the file met the node: said as the file's key, like its flags' keys.
+        if "." in field and CONFIG_FILE in ctx.meta:
+            return f"{ctx.meta[CONFIG_FILE][0]}: {field}"
         return field
     source = ctx.get_parameter_source(name)
     if source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):

@@ -13,6 +13,9 @@ MIG strategies (resources/mig.py), as NVIDIA's plugin has them:
 - `mixed`: one resource per MIG profile present (`<domain>/mig-<profile>`), and
   the GPUs without MIG mode on under the whole-GPU name (served when there is
   any, or when nothing else is: a plan is never empty).
+
+Sharing (resources/shared_plan.py): each of those resources that
+sharing.timeSlicing names is offered as replicas; MPS is refused until built.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory
 from gpu_device_plugin.resources.manager import ResourceManager
 from gpu_device_plugin.resources.mig import (
+    MIG_PREFIX,
     MigProfileManager,
     NonMigGpuManager,
     SingleMigManager,
@@ -30,7 +34,8 @@ from gpu_device_plugin.resources.mig import (
     mig_resource_name,
     profiles_present,
 )
-from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings
+from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, SharingStrategy
+from gpu_device_plugin.resources.shared_plan import replicate
 from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 
 PLANNED = "is not supported yet (planned: issue 16)"
@@ -39,8 +44,24 @@ PLANNED = "is not supported yet (planned: issue 16)"
 def plan_resources(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:
     """The managers to serve, each with a name of its own; ConfigError when the settings
     cannot be served on this inventory (a MIG layout that `single` cannot offer, ...)."""
-    if settings.sharing is not None:
-        raise ConfigError("sharing", f"{settings.sharing.strategy} {PLANNED}")
+    bases = _bases(settings, inventory)
+    sharing = settings.sharing
+    if sharing is None:
+        return bases
+    if sharing.strategy is SharingStrategy.MPS:
+        raise ConfigError("sharing", f"{sharing.strategy} {PLANNED}")
+    domain = settings.resource_name.partition("/")[0]
+
+    def may_be_absent(name: str) -> bool:
+        # A cluster's one file names the MIG profiles of all its nodes; a node without
+        # one shares none of it (NVIDIA skips it too). Any other name must be served here.
+        return settings.mig_strategy is MigStrategy.MIXED and name.startswith(f"{domain}/{MIG_PREFIX}")
+
+    return replicate(bases, sharing, settings.shared_policy, inventory, may_be_absent=may_be_absent)
+
+
+def _bases(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:
+    """The resources before sharing: whole GPUs, or MIG devices as the strategy has them."""
     whole = WholeGpuManager(settings.resource_name, settings.allocate, topology_policy)
     if settings.mig_strategy is MigStrategy.SINGLE:
         if not check_single(inventory):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gpu_device_plugin.allocator import AllocateOptions
+from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 
 
@@ -30,6 +31,11 @@ class SharingStrategy(enum.StrEnum):
     TIME_SLICING = "time-slicing"
     MPS = "mps"
 
+    @property
+    def config_key(self) -> str:
+        """Its section in NVIDIA's config file, which errors name: `sharing.timeSlicing`."""
+        return "sharing.timeSlicing" if self is SharingStrategy.TIME_SLICING else "sharing.mps"
+
 
 @dataclass(frozen=True, slots=True)
 class SharedResource:
@@ -43,6 +49,20 @@ class SharedResource:
     rename: str | None = None
     # "all", a count of devices (the first N), or GPU indexes, MIG indexes (<gpu>:<mig>) and UUIDs.
     devices: Literal["all"] | int | tuple[str, ...] = "all"
+
+    def __post_init__(self) -> None:
+        check_resource_name(self.name)
+        if self.rename is not None:
+            check_resource_name(self.rename)
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {self.replicas}")
+
+    def offered_as(self, rename_by_default: bool) -> str:
+        """The name the replicas are offered under: `rename`, else NVIDIA's `<name>.shared`
+        when renaming by default, else `name` itself."""
+        if self.rename is not None:
+            return self.rename
+        return f"{self.name}.shared" if rename_by_default else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +81,8 @@ class ResourceSettings:
     allocate: AllocateOptions = field(default_factory=AllocateOptions)
     mig_strategy: MigStrategy = MigStrategy.NONE
     sharing: Sharing | None = None
+    shared_policy: SharedPolicy = SharedPolicy.DISTRIBUTED
+    """GetPreferredAllocation for replicas and MIG devices (NVIDIA's sharedDevicesAllocationPolicy)."""
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)

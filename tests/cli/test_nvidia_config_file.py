@@ -17,10 +17,12 @@ from cli_support import environment_without_our_variables, one_error_line, run
 from pydantic.alias_generators import to_snake
 
 from gpu_device_plugin.allocator import DeviceIdStrategy, DeviceListStrategy
+from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.cli import serve as serve_module
 from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.main import serve as serve_command
 from gpu_device_plugin.nvidia_config import NVIDIA_KEYS, OurFlags
+from gpu_device_plugin.resources.settings import SharedResource, Sharing, SharingStrategy
 
 FIXTURES = Path(__file__).parent.parent / "config" / "fixtures" / "nvidia"
 FAKE = ("--discovery", "fake", "--fake-devices", "2")
@@ -144,10 +146,11 @@ def test_the_effective_config_says_where_each_value_came_from(
     ("fixture", "phrase"),
     [
         pytest.param(
+            # Our default name is example.com/gpu: the file shares a resource not served here.
             "time-slicing.yaml",
-            "time-slicing.yaml: sharing.timeSlicing.resources: sharing GPUs is not supported yet "
-            "(planned: issue 16)",
-            id="time-slicing",
+            "time-slicing.yaml: sharing.timeSlicing.resources[0].name: nvidia.com/gpu is not a "
+            "resource this plugin serves here (it serves example.com/gpu)",
+            id="time-slicing-of-another-name",
         ),
         pytest.param(
             "resources-rename.yaml", "resources-rename.yaml: resources.gpus: only one entry", id="rename"
@@ -239,7 +242,9 @@ def test_as_a_process_the_refusal_is_one_line(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 2
-    one_error_line(result.stderr, "mps.yaml: sharing.mps.resources: sharing GPUs is not supported yet")
+    one_error_line(
+        result.stderr, "mps.yaml: sharing.mps.resources: sharing GPUs with MPS is not supported yet"
+    )
 
 
 def test_keys_without_effect_are_named_in_the_start_line(config_lines: list[str | None]) -> None:
@@ -254,3 +259,72 @@ def test_keys_without_effect_are_named_in_the_start_line(config_lines: list[str 
         "file keys accepted without effect on a device plugin: "
         "flags.useNodeFeatureAPI, flags.gfd, flags.plugin.containerDriverRoot"
     )
+
+
+def test_the_start_line_says_what_is_shared(config_lines: list[str | None]) -> None:
+    path = FIXTURES / "time-slicing.yaml"
+    result = run("serve", *FAKE, "--resource-name", "nvidia.com/gpu", "--config-file", str(path))
+
+    assert result.exit_code == 0, result.output
+    (line,) = config_lines
+    assert line is not None
+    assert line.endswith(
+        "; sharing time-slicing (file: sharing.timeSlicing): nvidia.com/gpu x10 as nvidia.com/gpu.shared, "
+        "one per container"
+    )
+
+
+def test_the_sharing_settings_are_in_the_serve_config(served: list[ServeConfig]) -> None:
+    result = run(
+        "serve",
+        *FAKE,
+        "--resource-name",
+        "nvidia.com/gpu",
+        "--config-file",
+        str(FIXTURES / "time-slicing-devices.yaml"),
+    )
+
+    assert result.exit_code == 0, result.output
+    (config,) = served
+    assert config.sharing == Sharing(
+        SharingStrategy.TIME_SLICING,
+        (SharedResource("nvidia.com/gpu", 4, rename="nvidia.com/gpu-small", devices=("0", "1")),),
+        fail_requests_greater_than_one=True,
+    )
+    assert config.resources.sharing == config.sharing
+    assert config.resources.shared_policy is SharedPolicy.PACKED
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "policy"),
+    [
+        pytest.param({}, (), SharedPolicy.PACKED, id="file"),
+        pytest.param(
+            {"GPU_DP_SHARED_DEVICES_ALLOCATION_POLICY": "distributed"}, (), SharedPolicy.DISTRIBUTED, id="env"
+        ),
+        pytest.param(
+            {"GPU_DP_SHARED_DEVICES_ALLOCATION_POLICY": "distributed"},
+            ("--shared-devices-allocation-policy", "packed"),
+            SharedPolicy.PACKED,
+            id="flag",
+        ),
+    ],
+)
+def test_the_shared_policy_follows_flag_env_file(
+    env: dict[str, str], flags: tuple[str, ...], policy: SharedPolicy, served: list[ServeConfig]
+) -> None:
+    path = FIXTURES / "time-slicing-devices.yaml"
+    result = run(
+        "serve", *FAKE, *flags, "--resource-name", "nvidia.com/gpu", "--config-file", str(path), env=env
+    )
+
+    assert result.exit_code == 0, result.output
+    assert served[0].shared_policy is policy
+
+
+def test_no_file_no_sharing(served: list[ServeConfig]) -> None:
+    result = run("serve", *FAKE)
+
+    assert result.exit_code == 0, result.output
+    assert served[0].sharing is None
+    assert served[0].shared_policy is SharedPolicy.DISTRIBUTED

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from gpu_device_plugin import nvidia_config
+from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
 from gpu_device_plugin.cli.nvidia_file import flag_defaults
 from gpu_device_plugin.errors import ConfigError
+from gpu_device_plugin.resources.plan import plan_resources
+from gpu_device_plugin.resources.settings import ResourceSettings, SharedResource, Sharing, SharingStrategy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia"
 
@@ -86,15 +89,9 @@ def test_accepted_examples_map_onto_our_flags(
     ("fixture", "key", "reason"),
     [
         pytest.param(
-            "time-slicing.yaml",
-            "sharing.timeSlicing.resources",
-            "sharing GPUs is not supported yet (planned: issue 16)",
-            id="time-slicing",
-        ),
-        pytest.param(
             "mps.yaml",
             "sharing.mps.resources",
-            "sharing GPUs is not supported yet (planned: issue 16)",
+            "sharing GPUs with MPS is not supported yet (planned: issue 16)",
             id="mps",
         ),
         pytest.param("resources-rename.yaml", "resources.gpus", "naming GPUs by pattern", id="rename"),
@@ -169,6 +166,12 @@ def test_resource_names_get_nvidias_domain_and_the_kubelets_rule(written: str, m
             "sharing.timeSlicing.resources[0].devices",
             "only word allowed is 'all'",
             id="bad-devices-word",
+        ),
+        pytest.param(
+            {"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "rename": "a" * 60, "replicas": 2}]}}},
+            "sharing.timeSlicing.resources[0].rename",
+            "longer than 63 characters",
+            id="rename-too-long",
         ),
         pytest.param(
             {"flags": {"failOnInitErorr": True}},
@@ -266,6 +269,12 @@ def test_malformed_files_name_the_key_path(data: Any, key: str, reason: str) -> 
             "also set by resources.gpus[0].name",
             id="name-twice",
         ),
+        pytest.param(
+            {"flags": {"plugin": {"sharedDevicesAllocationPolicy": "spread"}}},
+            "flags.plugin.sharedDevicesAllocationPolicy",
+            "spread (NVIDIA v0.20.1) is not supported: distributed (which spreads) or packed",
+            id="spread",
+        ),
     ],
 )
 def test_what_we_cannot_do_yet_is_refused_naming_the_key(data: Any, key: str, reason: str) -> None:
@@ -319,3 +328,80 @@ def test_a_file_that_is_not_a_config_file_is_refused(content: bytes, reason: str
 
     assert caught.value.field == ""
     assert reason in caught.value.reason
+
+
+GPU = "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "sharing", "values"),
+    [
+        pytest.param(
+            "time-slicing-plain.yaml",
+            Sharing(SharingStrategy.TIME_SLICING, (SharedResource(GPU, 10),)),
+            {},
+            id="plain",
+        ),
+        pytest.param(
+            "time-slicing.yaml",
+            Sharing(
+                SharingStrategy.TIME_SLICING,
+                (SharedResource(GPU, 10),),
+                rename_by_default=True,
+                fail_requests_greater_than_one=True,
+            ),
+            {},
+            id="rename-by-default",
+        ),
+        pytest.param(
+            "time-slicing-operator.yaml",
+            Sharing(SharingStrategy.TIME_SLICING, (SharedResource(GPU, 4),)),
+            {},
+            id="gpu-operator",
+        ),
+        pytest.param(
+            "time-slicing-devices.yaml",
+            Sharing(
+                SharingStrategy.TIME_SLICING,
+                (SharedResource(GPU, 4, rename="nvidia.com/gpu-small", devices=("0", "1")),),
+                fail_requests_greater_than_one=True,
+            ),
+            {"shared_devices_allocation_policy": "packed"},
+            id="some-devices-packed",
+        ),
+    ],
+)
+def test_time_slicing_examples_become_the_sharing_settings(
+    fixture: str, sharing: Sharing, values: dict[str, Any]
+) -> None:
+    defaults = flag_defaults(nvidia_config.load(FIXTURES / fixture))
+
+    assert defaults.sharing == sharing
+    assert defaults.values == values
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        # NVIDIA's README: "a node with 8 GPUs ... would now advertise 80 nvidia.com/gpu".
+        pytest.param("time-slicing-plain.yaml", {GPU: 80}, id="plain"),
+        pytest.param("time-slicing.yaml", {"nvidia.com/gpu.shared": 80}, id="rename-by-default"),
+        pytest.param("time-slicing-operator.yaml", {GPU: 32}, id="gpu-operator"),
+        pytest.param("time-slicing-devices.yaml", {GPU: 6, "nvidia.com/gpu-small": 8}, id="some-devices"),
+    ],
+)
+def test_time_slicing_examples_on_eight_gpus_serve_what_nvidia_would(
+    fixture: str, expected: dict[str, int]
+) -> None:
+    defaults = flag_defaults(nvidia_config.load(FIXTURES / fixture))
+    assert defaults.sharing is not None
+    inventory = to_inventory(FakeConfig(count=8))
+
+    managers = plan_resources(ResourceSettings(GPU, sharing=defaults.sharing), inventory)
+
+    assert {m.resource_name: len(m.devices(inventory).devices) for m in managers} == expected
+
+
+def test_time_slicing_without_resources_shares_nothing() -> None:
+    data = {"sharing": {"timeSlicing": {"renameByDefault": True, "failRequestsGreaterThanOne": True}}}
+    assert flag_defaults(nvidia_config.parse(data)).sharing is None

@@ -1,4 +1,4 @@
-"""Shared-resource allocation benchmark (issue 16, part 5): the pure policies' latency.
+"""Shared-resource allocation benchmark (issue 16, part 5): the policies' latency, pure and through gRPC.
 
 Cases, each for both policies (distributed, packed) and request sizes 1-8:
 - time-slicing 8 GPUs x 16 replicas (dgx-h100 topology) and 16 GPUs x 8
@@ -9,9 +9,14 @@ quarter of the replicas already taken by other containers, at random, so the
 GPUs are unevenly shared. Two timings per case: `choose_replicas` on a layout
 built once (what a manager holding the layout per snapshot pays), and the
 PreferredPolicy form (`distributed_policy` / `packed_policy`), which builds the
-layout from the inventory on every call. gRPC is not in this bench (the shared
-managers do not exist yet); the issue's target is p99 <= 20 ms through gRPC,
-and bench/allocator.py measures the gRPC floor (about 1 ms).
+layout from the inventory on every call.
+
+Through gRPC (the time-slicing cases): the real `serve` process on the fake
+backend with the preset's GPUs and NVIDIA's config file sharing them
+(`sharing.timeSlicing`, 16 or 8 replicas; `--shared-devices-allocation-policy`
+for the policy), registered with the stand-in kubelet; GetPreferredAllocation
+on its socket through PluginClient, as the kubelet calls it, with the same
+requests as the pure timings. Target (issue 16): p99 <= 20 ms through gRPC.
 
 Usage: python -m gdp_bench.shared_alloc [--out FILE] [--quick]
 """
@@ -19,6 +24,7 @@ Usage: python -m gdp_bench.shared_alloc [--out FILE] [--quick]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import random
@@ -28,7 +34,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gdp_bench.common import emit, percentiles, progress
+import yaml
+
+from gdp_bench.common import emit, percentiles, progress, scratch_folder, serve_argv
+from gdp_bench.tracing import cpu_seconds
 from gpu_device_plugin.allocator import PreferredPolicy
 from gpu_device_plugin.allocator.shared_layout import SharedLayout, layout_from_inventory
 from gpu_device_plugin.allocator.shared_policy import (
@@ -40,6 +49,8 @@ from gpu_device_plugin.allocator.shared_policy import (
 from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
 from gpu_device_plugin.backends.fake.topology import FakeTopology
 from gpu_device_plugin.inventory import Device, Inventory
+from gpu_device_plugin.server.client import PluginClient
+from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 
 PATTERNS = 64
 SIZES = range(1, 9)
@@ -134,13 +145,88 @@ def bench_case(lay: SharedLayout, inventory: Inventory | None, calls: int) -> di
     return out
 
 
+TIME_SLICING = (
+    ("timeslicing_8gpus_x16", "dgx-h100", 8, 16),
+    ("timeslicing_16gpus_x8", "dgx-2", 16, 8),
+)
+
+
+async def grpc_case(
+    folder: Path, preset: str, count: int, replicas: int, policy: SharedPolicy, calls: int
+) -> dict[str, Any]:
+    """GetPreferredAllocation through the real serve's socket, every size, as the pure timings."""
+    fake = folder / f"fake-{preset}.yaml"
+    fake.write_text(yaml.safe_dump({"count": count, "topology": {"preset": preset}}))
+    nvidia = folder / f"sharing-{replicas}.yaml"
+    shared = {"resources": [{"name": "gpu", "replicas": replicas}]}
+    nvidia.write_text(yaml.safe_dump({"version": "v1", "sharing": {"timeSlicing": shared}}))
+    extra = ("--resource-name", "nvidia.com/gpu", "--config-file", str(nvidia))
+    extra += ("--shared-devices-allocation-policy", str(policy), "--health-checks", "none")
+    async with StandinKubelet(folder, follow=False) as kubelet:
+        process = await asyncio.create_subprocess_exec(
+            *serve_argv(fake, folder, *extra), env={**os.environ, "OTEL_SDK_DISABLED": "true"}
+        )
+        try:
+            registration = await kubelet.wait_registered(timeout=60)
+            async with PluginClient(folder / registration.request.endpoint, timeout=30) as client:
+                everything = [d.ID for d in (await client.view()).devices]
+                assert len(everything) == count * replicas, len(everything)
+                rows = [await grpc_size(client, process.pid, everything, size, calls) for size in SIZES]
+        finally:
+            process.terminate()
+            await process.wait()
+    pooled = [x for r in rows for x in r.pop("_samples")]
+    return {
+        "sizes": rows,
+        "all_calls_grpc": percentiles(pooled),
+        "worst_size_grpc_p99_ms": max(r["grpc"]["p99_ms"] for r in rows),
+        "worst_size_serve_cpu_ms_per_call": max(r["serve_cpu_ms"] for r in rows),
+    }
+
+
+async def grpc_size(
+    client: PluginClient, pid: int, everything: list[str], size: int, calls: int
+) -> dict[str, Any]:
+    requests = patterns(everything, size, seed=size)
+    samples = []
+    cpu_before = 0.0
+    for k in range(calls + 20):
+        if k == 20:  # warm-up first
+            cpu_before = cpu_seconds(pid)
+        available, want = requests[k % len(requests)]
+        started = time.perf_counter()
+        chosen = await client.preferred(available, [], want)
+        if k >= 20:
+            samples.append(time.perf_counter() - started)
+        assert len(chosen) == want
+    # The serving process's CPU per call: what the answer costs it, without the time
+    # the (shared) machine made it wait.
+    served_cpu_ms = (cpu_seconds(pid) - cpu_before) / calls * 1e3
+    return {
+        "size": size,
+        "grpc": percentiles(samples),
+        "serve_cpu_ms": round(served_cpu_ms, 4),
+        "_samples": samples,
+    }
+
+
+async def grpc_cases(calls: int) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    with scratch_folder("gdp-bench-shared-") as scratch:
+        for name, preset, count, replicas in TIME_SLICING:
+            out[name] = {}
+            for policy in SharedPolicy:
+                progress(f"gRPC: {name} {policy} through serve's socket, {calls} calls per size")
+                folder = Path(scratch) / f"{name}-{policy}"
+                folder.mkdir()
+                out[name][str(policy)] = await grpc_case(folder, preset, count, replicas, policy, calls)
+    return out
+
+
 def run(calls: int) -> dict[str, Any]:
     load_before = round(os.getloadavg()[0], 2)
     cases: dict[str, tuple[SharedLayout, Inventory | None]] = {}
-    for name, preset, count, replicas in (
-        ("timeslicing_8gpus_x16", "dgx-h100", 8, 16),
-        ("timeslicing_16gpus_x8", "dgx-2", 16, 8),
-    ):
+    for name, preset, count, replicas in TIME_SLICING:
         replicated = replica_inventory(preset, count, replicas)
         cases[name] = (layout_from_inventory(replicated), replicated)
     cases["mig_8gpus_x7"] = (mig_layout(8, 7), None)
@@ -148,8 +234,26 @@ def run(calls: int) -> dict[str, Any]:
     for number, (name, (lay, inventory)) in enumerate(cases.items(), 1):
         progress(f"case {number}/{len(cases)}: {name}, {calls} calls per size and policy")
         result["cases"][name] = bench_case(lay, inventory, calls)
+    through_grpc = asyncio.run(grpc_cases(calls))
+    for name, policies in through_grpc.items():
+        for policy, figures in policies.items():
+            result["cases"][name][policy]["through_grpc"] = figures
     result["summary"] = {
         "target_grpc_p99_ms": TARGET_GRPC_P99_MS,
+        "grpc_p99_ms_worst_size": max(
+            f["worst_size_grpc_p99_ms"] for policies in through_grpc.values() for f in policies.values()
+        ),
+        "grpc_serve_cpu_ms_per_call_worst_size": max(
+            f["worst_size_serve_cpu_ms_per_call"] for ps in through_grpc.values() for f in ps.values()
+        ),
+        **{
+            f"{name}_{policy}_grpc_p50_p99_ms": [
+                figures["all_calls_grpc"]["p50_ms"],
+                figures["all_calls_grpc"]["p99_ms"],
+            ]
+            for name, policies in through_grpc.items()
+            for policy, figures in policies.items()
+        },
         "pure_p99_ms_worst": max(
             p["worst_size_pure_p99_ms"] for c in result["cases"].values() for p in c.values()
         ),

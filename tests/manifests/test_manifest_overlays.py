@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import click
 import pytest
 
+from gpu_device_plugin import nvidia_config
 from gpu_device_plugin.backends.fake.spec import parse_fake_config, to_inventory
 from gpu_device_plugin.cli.main import main as cli
+from gpu_device_plugin.cli.nvidia_file import flag_defaults
 from gpu_device_plugin.inventory.model import Health
+from gpu_device_plugin.resources.plan import plan_resources
+from gpu_device_plugin.resources.settings import ResourceSettings
 from testsupport.manifests import KUBELET_PLUGIN_DIR, OVERLAYS, Manifest, env_of, only, render_overlay
 
 DIGEST = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)+@sha256:[0-9a-f]{64}$")
@@ -66,11 +71,27 @@ def _manifest_env(container: Manifest, monkeypatch: pytest.MonkeyPatch) -> dict[
     return ours
 
 
+def _mounted_file(objects: list[Manifest], path: str, folder: Path) -> Path:
+    """The ConfigMap file the container sees at `path`, written under `folder` for the CLI to read."""
+    container = _container(objects)
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    (volume,) = [v for v in _pod_spec(objects)["volumes"] if v["name"] == mount["name"]]
+    (configmap,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    local = folder / path.rsplit("/", 1)[1]
+    local.write_text(configmap["data"][local.name])
+    return local
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_setting_is_one_the_cli_reads_and_accepts(
-    overlay: str, monkeypatch: pytest.MonkeyPatch
+    overlay: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    container = _container(render_overlay(overlay))
+    objects = render_overlay(overlay)
+    container = _container(objects)
     # A misspelt GPU_DP_* variable would be ignored without a word by the daemon.
     serve = cli.commands["serve"]
     known = set()
@@ -79,6 +100,11 @@ def test_every_setting_is_one_the_cli_reads_and_accepts(
         known.update([envvar] if isinstance(envvar, str) else envvar or [])
     ours = _manifest_env(container, monkeypatch)
     assert set(ours) - known == set()
+    if "GPU_DP_CONFIG_FILE" in ours:
+        # NVIDIA's file from its ConfigMap: read and accepted (its callback) as the daemon would.
+        local = _mounted_file(objects, ours["GPU_DP_CONFIG_FILE"], tmp_path)
+        monkeypatch.setenv("GPU_DP_CONFIG_FILE", str(local))
+        ours["GPU_DP_CONFIG_FILE"] = str(local)
     # The command line and every value parse as the CLI's own (a bad one exits 2 at start).
     assert container["command"] == ["gpu-device-plugin"]
     subcommand, *args = container["args"]
@@ -86,6 +112,8 @@ def test_every_setting_is_one_the_cli_reads_and_accepts(
     with serve.make_context(subcommand, args) as context:
         for name, value in ours.items():
             param = next(p for p in serve.params if getattr(p, "envvar", None) == name)
+            if not param.expose_value:  # --config-file: its callback has read it
+                continue
             assert context.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT
             assert str(context.params[param.name]).lower() == value.lower(), name
 
@@ -144,6 +172,23 @@ def test_kind_mounts_the_configmap_as_a_folder_the_daemon_reads() -> None:
     assert "subPath" not in mount
     assert _value(container, "GPU_DP_DISCOVERY") == "fake"
     assert _value(container, "GPU_DP_FAKE_CONFIG") == f"{mount['mountPath']}/fake.yaml"
+
+
+def test_kind_time_slicing_shares_the_eight_fake_gpus_four_ways(tmp_path: Path) -> None:
+    objects = render_overlay("kind-time-slicing")
+    container = _container(objects)
+    assert _value(container, "GPU_DP_RESOURCE_NAME") == "nvidia.com/gpu"
+    nvidia_file = _mounted_file(objects, _value(container, "GPU_DP_CONFIG_FILE") or "", tmp_path)
+    sharing = flag_defaults(nvidia_config.load(nvidia_file)).sharing
+    assert sharing is not None
+    assert sharing.fail_requests_greater_than_one
+    fake = next(o for o in objects if o["kind"] == "ConfigMap" and "fake.yaml" in o["data"])
+    inventory = to_inventory(parse_fake_config(fake["data"]["fake.yaml"], source="fake.yaml"))
+
+    (manager,) = plan_resources(ResourceSettings("nvidia.com/gpu", sharing=sharing), inventory)
+
+    assert manager.resource_name == "nvidia.com/gpu"
+    assert len(manager.devices(inventory).devices) == 32
 
 
 def test_prod_uses_nvml_on_gpu_nodes_through_the_nvidia_runtime() -> None:

@@ -27,7 +27,7 @@ from testsupport.manifests import (
 
 
 def test_every_overlay_is_there() -> None:
-    assert set(OVERLAYS) == {"dev", "kind", "prod"}
+    assert set(OVERLAYS) == {"dev", "kind", "kind-time-slicing", "prod"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -36,6 +36,8 @@ def test_overlay_renders_the_whole_install(overlay: str) -> None:
     expected = ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "ServiceAccount"]
     if overlay == "kind":
         expected = sorted([*expected, "ConfigMap"])
+    if overlay == "kind-time-slicing":  # the fake GPUs' ConfigMap and NVIDIA's file's
+        expected = sorted([*expected, "ConfigMap", "ConfigMap"])
     assert kinds == expected
 
 

@@ -219,9 +219,15 @@ class DaemonSetPlugin:
 
     @classmethod
     def render(
-        cls, kubectl: list[str], config: dict[str, Any], *, local_api_port: int | None = None
+        cls,
+        kubectl: list[str],
+        config: dict[str, Any],
+        *,
+        local_api_port: int | None = None,
+        overlay: Path = KIND_OVERLAY,
     ) -> list[dict[str, Any]]:
-        """The kind overlay as kubectl renders it, with the suite's fake config in its ConfigMap.
+        """The kind overlay (or one built on it) as kubectl renders it, with the suite's fake
+        config in its ConfigMap.
 
         local_api_port (the local cluster only): pods there have only a loopback
         network and no Service routing, so the plugin joins the host's network,
@@ -230,16 +236,16 @@ class DaemonSetPlugin:
         as it is.
         """
         result = subprocess.run(
-            [*kubectl, "kustomize", str(KIND_OVERLAY)],
+            [*kubectl, "kustomize", str(overlay)],
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
-        assert result.returncode == 0, f"kubectl kustomize {KIND_OVERLAY} failed:\n{result.stderr}"
+        assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
         objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
         kinds = {obj["kind"] for obj in objects}
-        assert {"DaemonSet", "ConfigMap"} <= kinds, f"the kind overlay renders only {sorted(kinds)}"
+        assert {"DaemonSet", "ConfigMap"} <= kinds, f"{overlay} renders only {sorted(kinds)}"
         for obj in objects:
             if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith(FAKE_CONFIGMAP):
                 obj["data"][FAKE_CONFIG_KEY] = yaml.safe_dump(config, sort_keys=False)

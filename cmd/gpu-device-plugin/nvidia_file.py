@@ -197,7 +197,14 @@ def describe_sharing(sharing: Sharing) -> str:
     """How the start-up line says what is shared: `nvidia.com/gpu x4 as nvidia.com/gpu.shared`."""
     parts = []
     for entry in sharing.resources:
-        which = "" if entry.devices == "all" else f" (devices {entry.devices})"
+        devices = entry.devices
+        which = (
+            ""
+            if devices == "all"
+            else f" (the first {devices})"
+            if isinstance(devices, int)
+            else f" ({', '.join(devices)})"
+        )
         offered = entry.offered_as(sharing.rename_by_default)
         renamed = "" if offered == entry.name else f" as {offered}"
         parts.append(f"{entry.name}{which} x{entry.replicas}{renamed}")

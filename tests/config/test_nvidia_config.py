@@ -10,7 +10,7 @@ import pytest
 
 from gpu_device_plugin import nvidia_config
 from gpu_device_plugin.backends.fake.spec import FakeConfig, to_inventory
-from gpu_device_plugin.cli.nvidia_file import flag_defaults
+from gpu_device_plugin.cli.nvidia_file import describe_sharing, flag_defaults
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.resources.plan import plan_resources
 from gpu_device_plugin.resources.settings import ResourceSettings, SharedResource, Sharing, SharingStrategy
@@ -405,3 +405,18 @@ def test_time_slicing_examples_on_eight_gpus_serve_what_nvidia_would(
 def test_time_slicing_without_resources_shares_nothing() -> None:
     data = {"sharing": {"timeSlicing": {"renameByDefault": True, "failRequestsGreaterThanOne": True}}}
     assert flag_defaults(nvidia_config.parse(data)).sharing is None
+
+
+def test_the_start_line_names_which_devices_are_shared_and_how() -> None:
+    sharing = Sharing(
+        SharingStrategy.TIME_SLICING,
+        (
+            SharedResource(GPU, 4, rename="nvidia.com/gpu-small", devices=("0", "1")),
+            SharedResource("nvidia.com/mig-1g.10gb", 2, devices=3),
+        ),
+        fail_requests_greater_than_one=True,
+    )
+    assert describe_sharing(sharing) == (
+        "time-slicing (file: sharing.timeSlicing): nvidia.com/gpu (0, 1) x4 as nvidia.com/gpu-small; "
+        "nvidia.com/mig-1g.10gb (the first 3) x2, one per container"
+    )

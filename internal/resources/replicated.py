@@ -21,17 +21,19 @@ what a sharing mode needs besides (MPS: its pipe directory, per-client limits);
 time-slicing needs nothing. GetPreferredAllocation is the shared policies'
 (allocator/shared_policy.py), exact over counts per physical device.
 
-Pure and frozen: equal settings build equal managers (plans are diffed).
+Pure and frozen: equal settings build equal managers (plans are diffed); the
+one thing it keeps is the preferred policy's layout of the last view, a memo.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gpu_device_plugin.allocator import AllocateOptions, ContainerAllocation, PreferredPolicy
-from gpu_device_plugin.allocator.shared_policy import SharedPolicy, distributed_policy, packed_policy
+from gpu_device_plugin.allocator.shared_layout import SharedLayout, layout_from_inventory
+from gpu_device_plugin.allocator.shared_policy import SharedPolicy, choose_replicas
 from gpu_device_plugin.allocator.validate import check_allocatable
 from gpu_device_plugin.errors import RequestError
 from gpu_device_plugin.inventory import Device, Inventory
@@ -68,10 +70,31 @@ class ReplicaExtension(Protocol):
     ) -> ContainerAllocation: ...
 
 
-_POLICIES: dict[SharedPolicy, PreferredPolicy] = {
-    SharedPolicy.DISTRIBUTED: distributed_policy,
-    SharedPolicy.PACKED: packed_policy,
-}
+@dataclass(frozen=True, eq=False)
+class ViewPolicy:
+    """A shared policy (allocator/shared_policy.py) over a replica view, its layout built once per view.
+
+    The server passes the same view object until the devices change
+    (resources/view.py), so the layout (which GPU each replica is on, the pair
+    weights) is built once per change instead of on every request: a memo, the
+    answer is the same as the policy's on a fresh layout.
+    """
+
+    policy: SharedPolicy
+    # (the view, its layout): the last one asked about.
+    _last: list[tuple[Inventory, SharedLayout]] = field(default_factory=list, repr=False)
+
+    @property
+    def __name__(self) -> str:
+        # What spans name the policy by (server/rpc_spans.policy_name): `distributed`, `packed`.
+        return f"{self.policy}_policy"
+
+    def __call__(
+        self, inventory: Inventory, available: Sequence[str], must_include: Sequence[str], size: int
+    ) -> list[str]:
+        if not self._last or self._last[0][0] is not inventory:
+            self._last[:] = [(inventory, layout_from_inventory(inventory))]
+        return choose_replicas(self._last[0][1], available, must_include, size, self.policy)
 
 
 @dataclass(frozen=True)
@@ -90,11 +113,14 @@ class ReplicatedManager:
     option: str = "sharing.timeSlicing.failRequestsGreaterThanOne"
     policy: SharedPolicy = SharedPolicy.DISTRIBUTED
     extension: ReplicaExtension | None = None
+    # The policy's callable, with its layout memo: derived from `policy`, so not compared.
+    _preferred: ViewPolicy = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)
         if not 1 <= self.replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be between 1 and {MAX_REPLICAS}, got {self.replicas}")
+        object.__setattr__(self, "_preferred", ViewPolicy(self.policy))
 
     @property
     def allocate_options(self) -> AllocateOptions:
@@ -102,7 +128,7 @@ class ReplicatedManager:
 
     @property
     def preferred_policy(self) -> PreferredPolicy | None:
-        return _POLICIES[self.policy]
+        return self._preferred
 
     def is_shared(self, device: Device) -> bool:
         return self.shared is None or device.id in self.shared

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from gpu_device_plugin.allocator import AllocateOptions, ContainerAllocation, DeviceIdStrategy
+from gpu_device_plugin.allocator import (
+    AllocateOptions,
+    ContainerAllocation,
+    DeviceIdStrategy,
+    PreferredPolicy,
+)
 from gpu_device_plugin.allocator.shared_policy import SharedPolicy, distributed_policy, packed_policy
 from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.backends.fake.topology import FakeTopology
@@ -169,9 +174,28 @@ def test_a_renamed_share_leaves_the_rest_to_the_base_resource() -> None:
         rest.allocate(rest.devices(snapshot), [fake_uuid(0)])
 
 
-def test_the_preferred_policy_is_the_shared_one_distributed_by_default() -> None:
-    assert shared(4).preferred_policy is distributed_policy
-    assert shared(4, policy=SharedPolicy.PACKED).preferred_policy is packed_policy
+@pytest.mark.parametrize(
+    ("policy", "plain"),
+    [(SharedPolicy.DISTRIBUTED, distributed_policy), (SharedPolicy.PACKED, packed_policy)],
+    ids=["distributed", "packed"],
+)
+def test_the_preferred_policy_answers_as_the_shared_one_with_its_layout_built_once_per_view(
+    policy: SharedPolicy, plain: PreferredPolicy
+) -> None:
+    manager = shared(4, policy=policy)
+    preferred = manager.preferred_policy
+    assert preferred is not None
+    assert getattr(preferred, "__name__", "") == plain.__name__  # what spans call it
+    first = manager.devices(gpus(8, preset="dgx-h100"))
+    taken = set(ids(first)[::3])
+    for view in (first, first, manager.devices(gpus(16, preset="dgx-2", unhealthy=[1]))):
+        free = [i for i in ids(view) if i not in taken and view.by_id[i].healthy]
+        for size in (1, 3, 8):
+            assert preferred(view, free, [], size) == plain(view, free, [], size)
+
+
+def test_distributed_is_the_default() -> None:
+    assert shared(4).policy is SharedPolicy.DISTRIBUTED
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gpu_device_plugin.allocator.shared_policy import SharedPolicy, packed_policy
+from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory
@@ -154,7 +154,8 @@ def test_one_resource_shared_twice_is_refused_at_the_second_entry() -> None:
 
 def test_the_shared_policy_setting_chooses_packed() -> None:
     (manager,) = plan_resources(time_slicing(SharedResource(GPU, 4), policy=SharedPolicy.PACKED), node())
-    assert manager.preferred_policy is packed_policy
+    assert isinstance(manager, ReplicatedManager)
+    assert manager.policy is SharedPolicy.PACKED
 
 
 def test_mps_is_still_refused() -> None:

@@ -4,10 +4,11 @@ For each `sharing.<strategy>.resources[i]` entry, the base resource it names
 (by its resource name: whole GPUs, or a MIG profile's) has the devices the
 entry selects (`devices`: all, the first N by index, or a list of indexes, MIG
 indexes `<gpu>:<mig>` and UUIDs) offered `replicas` ways under the entry's
-name (`rename`, `<name>.shared` with renameByDefault, or the name itself). The base devices it does not select stay whole under the base's name:
-in the same resource when the name is kept, as the base resource without the
-shared ones when renamed (nothing, when every device is shared). A base no
-entry names is served as it is.
+name (`rename`, `<name>.shared` with renameByDefault, or the name itself).
+The base devices it does not select stay whole under the base's name: in the
+same resource when the name is kept, as the base resource without the shared
+ones when renamed (nothing, when every device is shared). A base no entry
+names is served as it is.
 
 The selection is resolved against the snapshot the plan is made from, so a
 name, an index or a UUID that is not on this node is an error naming its key

@@ -350,13 +350,13 @@ GPU = "nvidia.com/gpu"
                 rename_by_default=True,
                 fail_requests_greater_than_one=True,
             ),
-            {},
+            {"mig_strategy": "none"},
             id="rename-by-default",
         ),
         pytest.param(
             "time-slicing-operator.yaml",
             Sharing(SharingStrategy.TIME_SLICING, (SharedResource(GPU, 4),)),
-            {},
+            {"mig_strategy": "none"},
             id="gpu-operator",
         ),
         pytest.param(

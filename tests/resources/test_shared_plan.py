@@ -10,11 +10,12 @@ import pytest
 from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inventory
 from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.inventory import Inventory
+from gpu_device_plugin.inventory import Device, Inventory, MigDevice, MigMode, MigProfile
 from gpu_device_plugin.resources.manager import ResourceManager
 from gpu_device_plugin.resources.plan import PLANNED, plan_resources
 from gpu_device_plugin.resources.replicated import ReplicatedManager
 from gpu_device_plugin.resources.settings import (
+    MigStrategy,
     ResourceSettings,
     SharedResource,
     Sharing,
@@ -181,3 +182,66 @@ def test_equal_settings_plan_equal_managers() -> None:
 def test_shared_resource_names_are_checked_as_the_kubelet_would(kwargs: dict[str, str], phrase: str) -> None:
     with pytest.raises(ConfigError, match=phrase):
         SharedResource(**{"name": GPU, "replicas": 2, **kwargs})  # type: ignore[arg-type]
+
+
+# ---- replicas of MIG devices (mixed) --------------------------------------------
+
+ON = MigMode(current=True, pending=True)
+
+
+def mig_node() -> Inventory:
+    """GPU 0: two 1g.10gb and a 3g.40gb MIG device; GPU 1: MIG off."""
+    one, three = (MigProfile(name=n, gi_slices=g, ci_slices=g) for n, g in (("1g.10gb", 1), ("3g.40gb", 3)))
+    gpus = (
+        Device(id="GPU-0", index=0, uuid="GPU-0", mig_capable=True, mig_mode=ON),
+        Device(id="GPU-1", index=1, uuid="GPU-1"),
+    )
+    migs = tuple(
+        MigDevice(
+            id=f"MIG-0-{k}", uuid=f"MIG-0-{k}", parent_id="GPU-0", index=k, profile=p, gi_id=k + 1, ci_id=0
+        )
+        for k, p in enumerate((one, one, three))
+    )
+    return Inventory(devices=gpus, backend="test", mig_devices=migs)
+
+
+def mixed(*resources: SharedResource) -> ResourceSettings:
+    sharing = Sharing(SharingStrategy.TIME_SLICING, resources)
+    return ResourceSettings(GPU, mig_strategy=MigStrategy.MIXED, sharing=sharing)
+
+
+def test_replicas_of_a_mig_profile_are_replicas_of_each_mig_device() -> None:
+    inventory = mig_node()
+    managers = plan_resources(mixed(SharedResource("nvidia.com/mig-1g.10gb", 2)), inventory)
+
+    assert served(managers, inventory) == {
+        GPU: ["GPU-1"],
+        "nvidia.com/mig-1g.10gb": ["MIG-0-0::0", "MIG-0-0::1", "MIG-0-1::0", "MIG-0-1::1"],
+        "nvidia.com/mig-3g.40gb": ["MIG-0-2"],
+    }
+    shared = next(m for m in managers if m.resource_name == "nvidia.com/mig-1g.10gb")
+    view = shared.devices(inventory)
+    # Through the MIG manager: the MIG UUID, once.
+    answer = shared.allocate(view, ["MIG-0-1::0", "MIG-0-1::1"])
+    assert answer.envs["NVIDIA_VISIBLE_DEVICES"] == "MIG-0-1"
+
+
+def test_a_mig_device_is_chosen_by_its_gpu_and_mig_index() -> None:
+    inventory = mig_node()
+    entry = SharedResource("nvidia.com/mig-1g.10gb", 2, rename="nvidia.com/small", devices=("0:1",))
+
+    managers = plan_resources(mixed(entry), inventory)
+
+    listed = served(managers, inventory)
+    assert listed["nvidia.com/small"] == ["MIG-0-1::0", "MIG-0-1::1"]
+    assert listed["nvidia.com/mig-1g.10gb"] == ["MIG-0-0"]
+
+
+def test_a_mig_profile_this_node_lacks_shares_nothing_but_another_name_is_an_error() -> None:
+    inventory = mig_node()
+    unshared = plan_resources(ResourceSettings(GPU, mig_strategy=MigStrategy.MIXED), inventory)
+    absent = SharedResource("nvidia.com/mig-7g.80gb", 2)
+    assert plan_resources(mixed(absent), inventory) == unshared
+    with pytest.raises(ConfigError) as caught:
+        plan_resources(mixed(SharedResource("nvidia.com/other", 2)), inventory)
+    assert caught.value.field == "sharing.timeSlicing.resources[0].name"

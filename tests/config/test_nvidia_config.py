@@ -168,9 +168,9 @@ def test_resource_names_get_nvidias_domain_and_the_kubelets_rule(written: str, m
             id="bad-devices-word",
         ),
         pytest.param(
-            {"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "rename": "a" * 60, "replicas": 2}]}}},
+            {"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "rename": "a" * 64, "replicas": 2}]}}},
             "sharing.timeSlicing.resources[0].rename",
-            "longer than 63 characters",
+            "is not a valid qualified name",
             id="rename-too-long",
         ),
         pytest.param(

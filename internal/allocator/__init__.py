@@ -17,6 +17,7 @@ from gpu_device_plugin.allocator.response import (
     DeviceIdStrategy,
     DeviceListStrategy,
     DeviceNode,
+    Mount,
     container_allocation,
 )
 from gpu_device_plugin.allocator.scoring import WEIGHTS, set_score, topology_policy
@@ -29,6 +30,7 @@ __all__ = [
     "DeviceIdStrategy",
     "DeviceListStrategy",
     "DeviceNode",
+    "Mount",
     "PreferredPlan",
     "PreferredPolicy",
     "check_allocatable",

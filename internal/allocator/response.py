@@ -1,4 +1,4 @@
-"""What a container gets for its devices: env vars, device nodes, CDI names.
+"""What a container gets for its devices: env vars, device nodes, mounts, CDI names.
 
 The result is a plain value; the server turns it into protobuf.
 """
@@ -56,10 +56,21 @@ class DeviceNode:
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """A host folder or file the container gets at `container_path` (the kubelet's Mount)."""
+
+    container_path: str
+    host_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerAllocation:
     envs: dict[str, str]
     device_nodes: tuple[DeviceNode, ...] = ()
     cdi_devices: tuple[str, ...] = ()
+    # Host paths bind-mounted into the container (MPS: the daemon's pipe folder and shm).
+    mounts: tuple[Mount, ...] = ()
     # The devices as the container names them (NVIDIA_VISIBLE_DEVICES entries, or the
     # CDI names): the same facts as envs / cdi_devices, listed for traces, so not compared.
     container_devices: tuple[str, ...] = field(default=(), compare=False)

@@ -25,5 +25,9 @@ def container_allocate_response(allocation: ContainerAllocation) -> pb.Container
             pb.DeviceSpec(container_path=n.path, host_path=n.host, permissions=n.permissions)
             for n in allocation.device_nodes
         ],
+        mounts=[
+            pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in allocation.mounts
+        ],
         cdi_devices=[pb.CDIDevice(name=name) for name in allocation.cdi_devices],
     )

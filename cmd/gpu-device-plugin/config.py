@@ -17,6 +17,7 @@ from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.config import HealthConfig
+from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, Sharing
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
@@ -42,6 +43,8 @@ class ServeConfig:
     sharing: Sharing | None = None
     """Replicas of the resources (NVIDIA's sharing section); None: whole devices only."""
     shared_policy: SharedPolicy = SharedPolicy.DISTRIBUTED
+    mps_root: MpsRoot = field(default_factory=MpsRoot)
+    """The MPS control daemons' folders on the host (NVIDIA's flags.mpsRoot); read with sharing.mps."""
 
     @property
     def resources(self) -> ResourceSettings:
@@ -52,6 +55,7 @@ class ServeConfig:
             self.mig_strategy,
             self.sharing,
             shared_policy=self.shared_policy,
+            mps_root=self.mps_root,
         )
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import click
@@ -46,6 +46,7 @@ from gpu_device_plugin.health.config import (
 )
 from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
 from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids
+from gpu_device_plugin.mps.root import DEFAULT_MPS_ROOT, MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 from gpu_device_plugin.resources.settings import MigStrategy
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
@@ -83,6 +84,23 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: Path |
     # A bad value from the file is then reported as the file's key, not as the env var.
     remember_config_file(ctx, value, keys)
     return value
+
+
+def mps_root_option(func: F) -> F:
+    """--mps-root, for serve and mps-control alike: both must name the same folder."""
+    return env_option(
+        "--mps-root",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=str(DEFAULT_MPS_ROOT),
+        help="With sharing.mps: the host folder of the MPS control daemons' pipes, logs and ready "
+        "files (NVIDIA's flags.mpsRoot); the same path in the plugin's and mps-control's containers.",
+    )(func)
+
+
+def mps_root(path: Path) -> MpsRoot:
+    if not path.is_absolute():
+        raise ConfigError("mps-root", f"{path} must be an absolute path")
+    return MpsRoot(PurePosixPath(path))
 
 
 def fail(code: int, message: str) -> None:
@@ -282,6 +300,7 @@ def main() -> None:
     help="Preferred allocation of shared replicas: spread over the least-shared GPUs, "
     "or fill a GPU before the next.",
 )
+@mps_root_option
 @env_option(
     "--pass-device-specs/--no-pass-device-specs",
     default=False,
@@ -363,6 +382,7 @@ def serve(**flags: Any) -> None:
             # From --config-file only: NVIDIA's sharing section has no flag.
             sharing=file_sharing(),
             shared_policy=SharedPolicy(flags["shared_devices_allocation_policy"]),
+            mps_root=mps_root(flags["mps_root"]),
         )
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
         otlp_metrics = configure_otlp_metrics()
@@ -380,6 +400,57 @@ def serve(**flags: Any) -> None:
             finally:
                 if otlp_metrics is not None:
                     otlp_metrics.shutdown()
+
+    run_or_exit(body)
+
+
+@main.command("mps-control")
+@env_option(
+    "--config-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    is_eager=True,
+    expose_value=False,
+    callback=load_config_file,
+    help="NVIDIA k8s-device-plugin's config file, the one serve reads: its sharing.mps says what to run.",
+)
+@discovery_options
+@env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>.")
+@mps_root_option
+@env_option(
+    "--mps-control-bin",
+    default="nvidia-cuda-mps-control",
+    help="The MPS control daemon's binary: a path, or a name looked up on PATH.",
+)
+@env_option(
+    "--log-format", type=click.Choice([f.value for f in LogFormat]), default="text", help="Log line format."
+)
+@env_option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    help="Least severe level logged.",
+)
+def mps_control(**flags: Any) -> None:
+    """Run and supervise an MPS control daemon per resource shared with MPS (a sidecar of serve)."""
+    from gpu_device_plugin.cli.mps_control import find_binary, run_mps_control
+    from gpu_device_plugin.resources.settings import ResourceSettings
+
+    def body() -> None:
+        discovery = discovery_config(
+            flags["discovery"],
+            flags["fake_config"],
+            flags["fake_devices"],
+            flags["fail_on_init_error"],
+            flags["driver_root"],
+        )
+        settings = ResourceSettings(
+            check_resource_name(flags["resource_name"]),
+            sharing=file_sharing(),
+            mps_root=mps_root(flags["mps_root"]),
+        )
+        binary = find_binary(flags["mps_control_bin"])
+        configure_logging(json_format=flags["log_format"] == LogFormat.JSON.value, level=flags["log_level"])
+        asyncio.run(run_mps_control(settings, discovery, binary, config_line=effective_config(flags)))
 
     run_or_exit(body)
 

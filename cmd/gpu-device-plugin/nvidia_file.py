@@ -32,6 +32,7 @@ from gpu_device_plugin.cli.oneline import (
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.nvidia_config import NvidiaConfig, ReplicatedResources
 from gpu_device_plugin.resources.names import check_resource_name
+from gpu_device_plugin.resources.plan import MPS_WITH_MIG
 from gpu_device_plugin.resources.settings import SharedResource, Sharing, SharingStrategy
 
 PLANNED = "is not supported yet (planned: issue 16)"
@@ -61,9 +62,10 @@ class FlagDefaults:
 def flag_defaults(config: NvidiaConfig) -> FlagDefaults:
     """Our flags' values from the file; ConfigError(key, reason) for what we cannot do yet."""
     out = FlagDefaults()
+    # Before the flags: a combination NVIDIA refuses is named as such, not as one half of it.
+    out.sharing = _sharing(config)
     _flags(config, out)
     _resources(config, out)
-    out.sharing = _sharing(config)
     if config.imex.channelIDs:
         raise ConfigError("imex.channelIDs", "IMEX channels are not supported")
     _ours(config, out)
@@ -94,9 +96,10 @@ def _flags(config: NvidiaConfig, out: FlagDefaults) -> None:
             raise ConfigError(f"flags.{key}", f"true is not supported: {what} devices are not injected")
     if flags.deviceDiscoveryStrategy == "tegra":
         raise ConfigError("flags.deviceDiscoveryStrategy", "tegra is not supported (auto and nvml are)")
-    # auto and nvml: what --discovery nvml does; mpsRoot: only read with sharing.mps;
-    # useNodeFeatureAPI: how GFD publishes its labels.
-    out.ignored += _present("flags", flags, ("deviceDiscoveryStrategy", "mpsRoot", "useNodeFeatureAPI"))
+    if flags.mpsRoot is not None:
+        out.set("mps_root", flags.mpsRoot, "flags.mpsRoot")
+    # auto and nvml: what --discovery nvml does; useNodeFeatureAPI: how GFD publishes its labels.
+    out.ignored += _present("flags", flags, ("deviceDiscoveryStrategy", "useNodeFeatureAPI"))
     if flags.gfd is not None:
         out.ignored.append("flags.gfd")
     plugin = flags.plugin
@@ -165,9 +168,18 @@ def _resources(config: NvidiaConfig, out: FlagDefaults) -> None:
 def _sharing(config: NvidiaConfig) -> Sharing | None:
     # renameByDefault and failRequestsGreaterThanOne without resources share nothing.
     mps = config.sharing.mps
-    if mps is not None and mps.resources:
-        raise ConfigError("sharing.mps.resources", f"sharing GPUs with MPS {PLANNED}")
-    return _replicated(SharingStrategy.TIME_SLICING, config.sharing.timeSlicing)
+    slicing = config.sharing.timeSlicing
+    if mps is None or not mps.resources:
+        return _replicated(SharingStrategy.TIME_SLICING, slicing)
+    if slicing is not None and slicing.resources:
+        raise ConfigError(
+            "sharing.mps",
+            "cannot be combined with sharing.timeSlicing: one sharing strategy at a time "
+            "(NVIDIA's plugin refuses both too)",
+        )
+    if config.flags.migStrategy not in (None, "none"):
+        raise ConfigError("sharing.mps", f"{MPS_WITH_MIG} (flags.migStrategy is {config.flags.migStrategy})")
+    return _replicated(SharingStrategy.MPS, mps)
 
 
 def _replicated(strategy: SharingStrategy, section: ReplicatedResources | None) -> Sharing | None:
@@ -188,8 +200,13 @@ def _replicated(strategy: SharingStrategy, section: ReplicatedResources | None) 
         strategy,
         tuple(resources),
         rename_by_default=section.renameByDefault,
-        # None: NVIDIA's default, off for time-slicing.
-        fail_requests_greater_than_one=bool(section.failRequestsGreaterThanOne),
+        # None: NVIDIA's default, off for time-slicing and on for MPS (a client asking for
+        # two replicas of one GPU would get one MPS client's limits, not two).
+        fail_requests_greater_than_one=(
+            strategy is SharingStrategy.MPS
+            if section.failRequestsGreaterThanOne is None
+            else section.failRequestsGreaterThanOne
+        ),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.mps.readiness import DaemonGate
+from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.manager import ResourceManager
+from gpu_device_plugin.resources.mps import daemon_plan, mps_extension
+from gpu_device_plugin.resources.replicated import ReplicatedManager
 from gpu_device_plugin.resources.start import plan_at_start
 from gpu_device_plugin.root_tasks import run_root_tasks
 from gpu_device_plugin.server.health_service import HealthService
@@ -107,7 +112,17 @@ async def _serve(
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
     sink = combined([endpoint.metrics, *pushed] if endpoint is not None else pushed)
-    services = [DevicePluginService(manager=m, cell=cell, metrics=sink) for m in managers]
+    # An MPS resource's server follows its daemon's gate: the same snapshots, its GPUs
+    # Unhealthy while the control daemon is not ready.
+    gates = mps_gates(managers, cell, config.resources.mps_root)
+    services = [
+        DevicePluginService(
+            manager=m, cell=gates[m.resource_name].cell if m.resource_name in gates else cell, metrics=sink
+        )
+        for m in managers
+    ]
+    for name, gate in gates.items():
+        tasks[f"mps-ready {name}"] = gate.follow()
     one = len(services) == 1
     for index, service in enumerate(services):
         suffix = "" if one else f" {service.resource_name}"
@@ -158,6 +173,25 @@ async def _serve(
 
         tasks.update(cluster_tasks(config.cluster, cell, settings=config.resources, not_before=registered))
     await run_root_tasks(tasks, stop=stop)
+
+
+def mps_gates(
+    managers: Sequence[ResourceManager], cell: SnapshotCell[Inventory], root: MpsRoot
+) -> dict[str, DaemonGate]:
+    """One gate per MPS resource, by name; its folder under the MPS root made now (exit 2 if it cannot be)."""
+    gates: dict[str, DaemonGate] = {}
+    for manager in managers:
+        if mps_extension(manager) is None or not isinstance(manager, ReplicatedManager):
+            continue
+        ready = Path(root.ready_file(manager.resource_name))
+        try:
+            ready.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                "mps-root", f"cannot make {ready.parent}: {err.strerror or err} (is the MPS root mounted?)"
+            ) from err
+        gates[manager.resource_name] = DaemonGate(cell, ready, partial(daemon_plan, manager))
+    return gates
 
 
 def _check_names(config: ServeConfig, managers: Sequence[ResourceManager]) -> None:

@@ -38,6 +38,8 @@ class ControlClient:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=dict(self.env),
+                # Like the daemon: a `quit` sent while we stop is not cut short by our own signal.
+                start_new_session=True,
             )
         except OSError as err:
             raise MpsControlError(f"cannot run {self.binary}: {err.strerror or err}") from err

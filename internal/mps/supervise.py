@@ -116,6 +116,9 @@ class DaemonSupervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                # Its own session: a signal to our process group (Ctrl-C, `timeout`) reaches
+                # us, and we tell the daemon to quit, instead of it dying under its clients.
+                start_new_session=True,
             )
         except OSError as err:
             log.error("MPS control daemon for %s: cannot run %s: %s", self.name, self.binary, err)

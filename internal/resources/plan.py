@@ -15,7 +15,7 @@ MIG strategies (resources/mig.py), as NVIDIA's plugin has them:
   any, or when nothing else is: a plan is never empty).
 
 Sharing (resources/shared_plan.py): each of those resources that
-sharing.timeSlicing names is offered as replicas; MPS is refused until built.
+sharing names is offered as replicas (time-slicing, or MPS with its daemon's folders: resources/mps.py).
 """
 
 from __future__ import annotations
@@ -34,22 +34,29 @@ from gpu_device_plugin.resources.mig import (
     mig_resource_name,
     profiles_present,
 )
+from gpu_device_plugin.resources.mps import daemon_plan, with_mps
+from gpu_device_plugin.resources.replicated import ReplicatedManager
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, SharingStrategy
 from gpu_device_plugin.resources.shared_plan import replicate
 from gpu_device_plugin.resources.whole_gpu import WholeGpuManager
 
-PLANNED = "is not supported yet (planned: issue 16)"
+# NVIDIA's plugin refuses it too: its MPS daemon shares whole GPUs only.
+MPS_WITH_MIG = "sharing MIG devices with MPS is not supported: MPS shares whole GPUs (set migStrategy none)"
 
 
 def plan_resources(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:
     """The managers to serve, each with a name of its own; ConfigError when the settings
     cannot be served on this inventory (a MIG layout that `single` cannot offer, ...)."""
-    bases = _bases(settings, inventory)
     sharing = settings.sharing
+    if (
+        sharing is not None
+        and sharing.strategy is SharingStrategy.MPS
+        and settings.mig_strategy is not MigStrategy.NONE
+    ):
+        raise ConfigError("sharing.mps", f"{MPS_WITH_MIG} (migStrategy is {settings.mig_strategy})")
+    bases = _bases(settings, inventory)
     if sharing is None:
         return bases
-    if sharing.strategy is SharingStrategy.MPS:
-        raise ConfigError("sharing", f"{sharing.strategy} {PLANNED}")
     domain = settings.resource_name.partition("/")[0]
 
     def may_be_absent(name: str) -> bool:
@@ -57,7 +64,16 @@ def plan_resources(settings: ResourceSettings, inventory: Inventory) -> tuple[Re
         # one shares none of it (NVIDIA skips it too). Any other name must be served here.
         return settings.mig_strategy is MigStrategy.MIXED and name.startswith(f"{domain}/{MIG_PREFIX}")
 
-    return replicate(bases, sharing, settings.shared_policy, inventory, may_be_absent=may_be_absent)
+    managers = replicate(bases, sharing, settings.shared_policy, inventory, may_be_absent=may_be_absent)
+    if sharing.strategy is not SharingStrategy.MPS:
+        return managers
+    managers = tuple(with_mps(m, settings.mps_root) for m in managers)
+    for manager in managers:
+        if isinstance(manager, ReplicatedManager):
+            # More clients than an MPS server takes: refused here, so serve and
+            # mps-control both exit 2 rather than the daemon failing each client.
+            daemon_plan(manager, inventory).check()
+    return managers
 
 
 def _bases(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from gpu_device_plugin.allocator import AllocateOptions
 from gpu_device_plugin.allocator.shared_policy import SharedPolicy
+from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 
 
@@ -83,6 +84,8 @@ class ResourceSettings:
     sharing: Sharing | None = None
     shared_policy: SharedPolicy = SharedPolicy.DISTRIBUTED
     """GetPreferredAllocation for replicas and MIG devices (NVIDIA's sharedDevicesAllocationPolicy)."""
+    mps_root: MpsRoot = field(default_factory=MpsRoot)
+    """Where the MPS control daemons' folders are on the host (NVIDIA's flags.mpsRoot)."""
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)

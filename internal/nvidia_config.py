@@ -226,6 +226,7 @@ NVIDIA_KEYS = {
     "deviceListStrategy": "flags.plugin.deviceListStrategy",
     "deviceIdStrategy": "flags.plugin.deviceIDStrategy",
     "sharedDevicesAllocationPolicy": "flags.plugin.sharedDevicesAllocationPolicy",
+    "mpsRoot": "flags.mpsRoot",
 }
 
 

@@ -231,7 +231,7 @@ def test_as_a_process_the_refusal_is_one_line(tmp_path: Path) -> None:
             "serve",
             *FAKE,
             "--config-file",
-            str(FIXTURES / "mps.yaml"),
+            str(FIXTURES / "mps-with-time-slicing.yaml"),
         ],
         capture_output=True,
         text=True,
@@ -243,7 +243,8 @@ def test_as_a_process_the_refusal_is_one_line(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     one_error_line(
-        result.stderr, "mps.yaml: sharing.mps.resources: sharing GPUs with MPS is not supported yet"
+        result.stderr,
+        "mps-with-time-slicing.yaml: sharing.mps: cannot be combined with sharing.timeSlicing",
     )
 
 

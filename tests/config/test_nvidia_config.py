@@ -89,10 +89,16 @@ def test_accepted_examples_map_onto_our_flags(
     ("fixture", "key", "reason"),
     [
         pytest.param(
-            "mps.yaml",
-            "sharing.mps.resources",
-            "sharing GPUs with MPS is not supported yet (planned: issue 16)",
-            id="mps",
+            "mps-with-time-slicing.yaml",
+            "sharing.mps",
+            "cannot be combined with sharing.timeSlicing",
+            id="mps-with-time-slicing",
+        ),
+        pytest.param(
+            "mps-with-mig.yaml",
+            "sharing.mps",
+            "sharing MIG devices with MPS is not supported",
+            id="mps-with-mig",
         ),
         pytest.param("resources-rename.yaml", "resources.gpus", "naming GPUs by pattern", id="rename"),
     ],

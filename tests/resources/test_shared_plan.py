@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from gpu_device_plugin.backends.fake.spec import FakeConfig, fake_uuid, to_inven
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Device, Inventory, MigDevice, MigMode, MigProfile
 from gpu_device_plugin.resources.manager import ResourceManager
-from gpu_device_plugin.resources.plan import PLANNED, plan_resources
+from gpu_device_plugin.resources.plan import plan_resources
 from gpu_device_plugin.resources.replicated import ReplicatedManager
 from gpu_device_plugin.resources.settings import (
     MigStrategy,
@@ -157,12 +156,6 @@ def test_the_shared_policy_setting_chooses_packed() -> None:
     (manager,) = plan_resources(time_slicing(SharedResource(GPU, 4), policy=SharedPolicy.PACKED), node())
     assert isinstance(manager, ReplicatedManager)
     assert manager.policy is SharedPolicy.PACKED
-
-
-def test_mps_is_still_refused() -> None:
-    settings = ResourceSettings(GPU, sharing=Sharing(SharingStrategy.MPS, (SharedResource(GPU, 2),)))
-    with pytest.raises(ConfigError, match=re.escape(f"mps {PLANNED}")):
-        plan_resources(settings, node())
 
 
 def test_equal_settings_plan_equal_managers() -> None:

@@ -68,10 +68,6 @@ class DaemonGate:
         self.reason = readiness(ready_file, plan_of(source.value))
         self.cell = SnapshotCell(gate(source.value, plan_of(source.value), self.reason))
 
-    @property
-    def name(self) -> str:
-        return self.plan_of(self.source.value).resource_name
-
     async def follow(self, ready: asyncio.Event | None = None) -> None:
         """Run until cancelled; `ready` is set once the watch is armed and the file read."""
         folder = self.ready_file.parent

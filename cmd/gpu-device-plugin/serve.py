@@ -105,16 +105,17 @@ async def _serve(
             config.resources, inventory, fail_on_init_error=config.discovery.fail_on_init_error
         )
         _check_names(config, managers)
-    if config_line is not None:
-        log.info("%s", config_line)
     # The one snapshot cell: health publishes into it, every resource's server follows it.
     cell = SnapshotCell(inventory)
+    # An MPS resource's server follows its daemon's gate: the same snapshots, its GPUs
+    # Unhealthy while the control daemon is not ready. Made before the start-up line: a
+    # root it cannot use is a refusal, and a refusal stays one line.
+    gates = mps_gates(managers, cell, config.resources.mps_root)
+    if config_line is not None:
+        log.info("%s", config_line)
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
     sink = combined([endpoint.metrics, *pushed] if endpoint is not None else pushed)
-    # An MPS resource's server follows its daemon's gate: the same snapshots, its GPUs
-    # Unhealthy while the control daemon is not ready.
-    gates = mps_gates(managers, cell, config.resources.mps_root)
     services = [
         DevicePluginService(
             manager=m, cell=gates[m.resource_name].cell if m.resource_name in gates else cell, metrics=sink

@@ -156,3 +156,26 @@ async def test_a_killed_daemon_takes_the_replicas_down_until_it_runs_again(
     assert second["pid"] != first["pid"]
     assert record.since_last_start()[-1] == "get_default_active_thread_percentage"
     assert f"set_default_device_pinned_mem_limit {fake_uuid(7)} 20389M" in record.since_last_start()
+
+
+async def test_an_mps_root_that_cannot_hold_the_folders_exits_2_before_registering(
+    kubelet: StandinKubelet, fake_config: Path, nvidia_file: Path, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    process = await asyncio.create_subprocess_exec(
+        *serve_argv(
+            fake_config, kubelet.plugin_dir, "--resource-name", GPU, "--config-file", str(nvidia_file),
+            "--mps-root", str(blocked / "mps"),
+        ),  # fmt: skip
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
+    )
+    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+
+    assert process.returncode == 2
+    # One line of refusal, after discovery's log line (the plan needs the GPUs).
+    (line,) = [x for x in err.decode().splitlines() if x.startswith("gpu-device-plugin:")]
+    assert line.startswith("gpu-device-plugin: bad configuration: ")
+    assert f"mps-root: cannot make {blocked}/mps/nvidia.com/gpu" in line
+    assert kubelet.registrations == []

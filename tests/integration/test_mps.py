@@ -163,11 +163,12 @@ async def test_an_mps_root_that_cannot_hold_the_folders_exits_2_before_registeri
 ) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("")
+    argv = serve_argv(
+        fake_config, kubelet.plugin_dir, "--resource-name", GPU, "--config-file", str(nvidia_file),
+        "--mps-root", str(blocked / "mps"),
+    )  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        *serve_argv(
-            fake_config, kubelet.plugin_dir, "--resource-name", GPU, "--config-file", str(nvidia_file),
-            "--mps-root", str(blocked / "mps"),
-        ),  # fmt: skip
+        *argv,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "OTEL_SDK_DISABLED": "true"},
     )

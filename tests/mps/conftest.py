@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -17,7 +17,3 @@ def mps_root() -> Iterator[MpsRoot]:
     folder = tempfile.mkdtemp(prefix="mps-", dir="/tmp")
     yield MpsRoot(PurePosixPath(folder))
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def path(p: PurePosixPath) -> Path:
-    return Path(p)

@@ -214,9 +214,12 @@ class OurFlags(_Section):
     label_prefix: str | None = None
     kubeconfig: str | None = None
     node_name: str | None = None
+    rediscovery_interval: float | None = None
 
 
 OUR_SECTION = "gpuDevicePlugin"
+# Our flags that choose the file (per-node config): a file cannot choose itself, so none has a key.
+FOLDER_FLAGS = frozenset({"config_dir", "node_config_label", "default_config"})
 # Our flags that NVIDIA's file already has a key for: set there, never in our section.
 NVIDIA_KEYS = {
     "failOnInitError": "flags.failOnInitError",

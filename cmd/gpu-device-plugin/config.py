@@ -18,6 +18,7 @@ from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.config import HealthConfig
 from gpu_device_plugin.mps.root import MpsRoot
+from gpu_device_plugin.live.config import LiveConfig
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, Sharing
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
@@ -45,6 +46,10 @@ class ServeConfig:
     shared_policy: SharedPolicy = SharedPolicy.DISTRIBUTED
     mps_root: MpsRoot = field(default_factory=MpsRoot)
     """The MPS control daemons' folders on the host (NVIDIA's flags.mpsRoot); read with sharing.mps."""
+    live: LiveConfig | None = None
+    """--config-dir: the per-node config, chosen by a Node label and applied live; None: off."""
+    rediscovery_interval_s: float = 0.0
+    """Seconds between re-discoveries (a MIG layout changed under us); 0: never."""
 
     @property
     def resources(self) -> ResourceSettings:
@@ -60,6 +65,10 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check_resource_name(self.resource_name)
+        if self.live is not None and not self.cluster.node_name:
+            raise ConfigError(
+                "node-name", "--config-dir needs this node's name: --node-name, or NODE_NAME (downward API)"
+            )
         if self.metrics_address is not None:
             try:
                 parse_address(self.metrics_address)

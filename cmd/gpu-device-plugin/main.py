@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
@@ -25,8 +26,10 @@ from gpu_device_plugin.allocator.shared_policy import SharedPolicy
 from gpu_device_plugin.backends.config import MAX_FAKE_DEVICES, DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.cli import exitcodes
 from gpu_device_plugin.cli.config import ServeConfig
+from gpu_device_plugin.cli.layers import FlagLayers, effective_line, file_key_errors
 from gpu_device_plugin.cli.nvidia_file import effective_config, file_sharing, load_config_file
 from gpu_device_plugin.cli.oneline import (
+    CONFIG_FILE,
     BoundedInt,
     FiniteFloat,
     OneLineErrors,
@@ -46,9 +49,10 @@ from gpu_device_plugin.health.config import (
 )
 from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
 from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids
+from gpu_device_plugin.live.config import DEFAULT_NODE_LABEL, LiveConfig
 from gpu_device_plugin.mps.root import DEFAULT_MPS_ROOT, MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
-from gpu_device_plugin.resources.settings import MigStrategy
+from gpu_device_plugin.resources.settings import MigStrategy, Sharing
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR
 from gpu_device_plugin.telemetry.logs import LogFormat, configure_logging
 
@@ -240,6 +244,49 @@ def cluster_config(flags: dict[str, Any]) -> ClusterConfig:
     )
 
 
+def live_options(func: F) -> F:
+    """`serve`'s flags for the per-node config, chosen by a Node label and applied live."""
+    for decorator in reversed(
+        [
+            env_option(
+                "--config-dir",
+                type=click.Path(path_type=Path, file_okay=False, exists=True),
+                help="Folder of NVIDIA config files, one per name (a mounted ConfigMap); the Node "
+                "label --node-config-label picks one, applied live. Not with --config-file.",
+            ),
+            env_option(
+                "--node-config-label",
+                default=DEFAULT_NODE_LABEL,
+                help="The Node label whose value names the config (with --config-dir).",
+            ),
+            env_option(
+                "--default-config",
+                help="The config while the label is unset; default: the one named 'default', "
+                "else the only one, else the flags alone.",
+            ),
+            env_option(
+                "--rediscovery-interval",
+                type=FiniteFloat(0, MAX_PROBE_INTERVAL_S),
+                default=0.0,
+                help="Seconds between re-discoveries of the devices (a MIG layout changed under "
+                "us), also done on each config change; 0: never.",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def live_config(flags: dict[str, Any]) -> LiveConfig | None:
+    if flags["config_dir"] is None:
+        return None
+    return LiveConfig(
+        config_dir=flags["config_dir"],
+        node_label=flags["node_config_label"],
+        default_config=flags["default_config"] or None,
+    )
+
+
 @click.group(
     cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
 )
@@ -350,6 +397,7 @@ def main() -> None:
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port). Off if unset.",
 )
 @cluster_options
+@live_options
 def serve(**flags: Any) -> None:
     """Discover devices, register with the kubelet and serve them."""
     from gpu_device_plugin.cli.serve import serve as run_serve
@@ -357,39 +405,35 @@ def serve(**flags: Any) -> None:
     from gpu_device_plugin.telemetry.tracing import configure_tracing
 
     def body() -> None:
-        config = ServeConfig(
-            discovery=discovery_config(
-                flags["discovery"],
-                flags["fake_config"],
-                flags["fake_devices"],
-                flags["fail_on_init_error"],
-                flags["driver_root"],
-            ),
-            resource_name=flags["resource_name"],
-            device_plugin_dir=flags["device_plugin_dir"],
-            allocate=AllocateOptions(
-                id_strategy=DeviceIdStrategy(flags["device_id_strategy"]),
-                list_strategy=DeviceListStrategy(flags["device_list_strategy"]),
-                pass_device_specs=flags["pass_device_specs"],
-                cdi_kind=flags["cdi_kind"],
-            ),
-            health=health_config(flags),
-            log_format=LogFormat(flags["log_format"]),
-            log_level=flags["log_level"],
-            metrics_address=flags["metrics_address"],
-            cluster=cluster_config(flags),
-            mig_strategy=MigStrategy(flags["mig_strategy"]),
-            # From --config-file only: NVIDIA's sharing section has no flag.
-            sharing=file_sharing(),
-            shared_policy=SharedPolicy(flags["shared_devices_allocation_policy"]),
-            mps_root=mps_root(flags["mps_root"]),
-        )
+        load_config = None
+        config_line = None
+        if flags["config_dir"] is not None:
+            ctx = click.get_current_context()
+            if CONFIG_FILE in ctx.meta:
+                path, _ = ctx.meta[CONFIG_FILE]
+                raise click.UsageError(
+                    f"--config-dir and a config file ({path}) both given: give one "
+                    "(the folder's configs are the config files)",
+                    ctx,
+                )
+            load_config = config_loader(FlagLayers.of(ctx))
+            # Flags alone until the Node's label has chosen a file (serve reads it first).
+            config = load_config(None).full
+        else:
+            config = serve_config(flags, file_sharing())
+            config_line = effective_config(flags)
         configure_logging(json_format=config.log_format is LogFormat.JSON, level=config.log_level)
         otlp_metrics = configure_otlp_metrics()
         tracing = configure_tracing()
         try:
             asyncio.run(
-                run_serve(config, tracing, otlp_metrics=otlp_metrics, config_line=effective_config(flags))
+                run_serve(
+                    config,
+                    tracing,
+                    otlp_metrics=otlp_metrics,
+                    config_line=config_line,
+                    load_config=load_config,
+                )
             )
         finally:
             # The queued spans' last export, then the metrics': each bounded by its exporter's
@@ -402,6 +446,60 @@ def serve(**flags: Any) -> None:
                     otlp_metrics.shutdown()
 
     run_or_exit(body)
+
+
+def config_loader(layers: FlagLayers) -> Callable[[Path | None], Any]:
+    """--config-dir's loader: a named config file (None: none) -> its LoadedConfig, through the
+    same flag > env > file > default layering at start and at every reload."""
+    from gpu_device_plugin.live.reconciler import LoadedConfig
+
+    def load(path: Path | None) -> LoadedConfig:
+        resolved = layers.resolve(path)
+        config: ServeConfig = file_key_errors(resolved, lambda f: serve_config(f, resolved.file.sharing))
+        rest = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in LIVE_FIELDS}
+        return LoadedConfig(config.resources, rest, full=config, line=effective_line(resolved, path))
+
+    return load
+
+
+# The ServeConfig fields a per-node config changes live (ServeConfig.resources).
+LIVE_FIELDS = frozenset(
+    {"resource_name", "allocate", "mig_strategy", "sharing", "shared_policy", "mps_root"}
+)
+
+
+def serve_config(flags: dict[str, Any], sharing: Sharing | None = None) -> ServeConfig:
+    """The daemon's config from every serve flag's value (however it was set), and the
+    sharing section of NVIDIA's file (which no flag sets)."""
+    return ServeConfig(
+        discovery=discovery_config(
+            flags["discovery"],
+            flags["fake_config"],
+            flags["fake_devices"],
+            flags["fail_on_init_error"],
+            flags["driver_root"],
+        ),
+        resource_name=flags["resource_name"],
+        device_plugin_dir=flags["device_plugin_dir"],
+        allocate=AllocateOptions(
+            id_strategy=DeviceIdStrategy(flags["device_id_strategy"]),
+            list_strategy=DeviceListStrategy(flags["device_list_strategy"]),
+            pass_device_specs=flags["pass_device_specs"],
+            cdi_kind=flags["cdi_kind"],
+        ),
+        health=health_config(flags),
+        log_format=LogFormat(flags["log_format"]),
+        log_level=flags["log_level"],
+        metrics_address=flags["metrics_address"],
+        cluster=cluster_config(flags),
+        mig_strategy=MigStrategy(flags["mig_strategy"]),
+        # From NVIDIA's file only (--config-file, or a --config-dir file): no flag has it.
+        sharing=sharing,
+        shared_policy=SharedPolicy(flags["shared_devices_allocation_policy"]),
+        mps_root=mps_root(flags["mps_root"]),
+        live=live_config(flags),
+        rediscovery_interval_s=flags["rediscovery_interval"],
+    )
 
 
 @main.command("mps-control")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
@@ -21,29 +22,39 @@ from gpu_device_plugin.health.source import HealthSource, HealthWiring
 from gpu_device_plugin.health.status import HealthCheckStatus
 from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.live.reconciler import ConfigReconciler, Loaded, Loader, Planner, load_at_start
+from gpu_device_plugin.live.rediscover import rediscover_once, rediscovery
 from gpu_device_plugin.mps.readiness import DaemonGate
 from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.manager import ResourceManager
 from gpu_device_plugin.resources.mps import daemon_plan, mps_extension
+from gpu_device_plugin.resources.plan import plan_resources
 from gpu_device_plugin.resources.replicated import ReplicatedManager
+from gpu_device_plugin.resources.settings import ResourceSettings
 from gpu_device_plugin.resources.start import plan_at_start
 from gpu_device_plugin.root_tasks import run_root_tasks
+from gpu_device_plugin.server.fleet import OnRegistered, ResourceFleet
 from gpu_device_plugin.server.health_service import HealthService
-from gpu_device_plugin.server.service import DevicePluginService
 from gpu_device_plugin.server.sockets import check_plugin_dir
-from gpu_device_plugin.server.supervisor import PluginSupervisor
 from gpu_device_plugin.telemetry.metrics import (
     NULL_METRICS,
     Metrics,
     MetricsEndpoint,
     MetricsSink,
     combined,
-    follow_inventory,
-    serve_metrics,
 )
 from gpu_device_plugin.telemetry.tracing import Tracing
 
+if TYPE_CHECKING:
+    # Types only: the cluster modules are imported when --config-dir or the cluster tasks need them.
+    from gpu_device_plugin.cluster.node_watch import Labels, NodeLabelWatch
+    from gpu_device_plugin.cluster.session import ClusterSession
+
 log = logging.getLogger(__name__)
+
+# How long the start waits for this Node's labels to pick the per-node config; after it the
+# fallback config is served, and the label's config applied live once it is read.
+FIRST_LABEL_WAIT_S = 10.0
 
 
 async def serve(
@@ -55,19 +66,29 @@ async def serve(
     otlp_metrics: MetricsSink | None = None,
     config_line: str | None = None,
     managers: Sequence[ResourceManager] | None = None,
+    load_config: Loader | None = None,
+    on_registered: OnRegistered | None = None,
+    started: asyncio.Future[Running] | None = None,
+    plan: Planner = plan_resources,
 ) -> None:
     """Run until stopped. `metrics`: the object to record into when --metrics-address is set
     (tests pass their own to read its URL); made here when not given. `otlp_metrics`: the
     OTLP sink when OTEL_METRICS_EXPORTER asks for one; everything is recorded into both.
     `config_line`: the effective configuration, logged once discovery has started (so that
     every refusal at start stays one line). `managers`: the resources to serve
-    (plan_resources on the first snapshot when not given: resources/start.py)."""
+    (plan_resources on the first snapshot when not given). `load_config`: with
+    --config-dir, how a named config file becomes settings (the CLI's flag > env > file >
+    default path). `on_registered`: called with (resource, socket) at every registration.
+    `started`: set to the running parts once serving (tests, benchmarks). `plan`: how
+    settings and an inventory become managers (tests give their own resources)."""
     # What the environment can refuse (the folder, the metrics port) is tried first,
     # so a bad one exits 2 before discovery, any server or any registration.
     if managers is not None:
         _check_names(config, managers)
     else:
         check_plugin_dir(config.device_plugin_dir, config.resource_name)
+    if config.live is not None and load_config is None:
+        raise ConfigError("config-dir", "needs the CLI's config loader")
     endpoint: MetricsEndpoint | None = None
     if config.metrics_address is not None:
         endpoint = MetricsEndpoint(metrics or Metrics(), config.metrics_address)
@@ -80,10 +101,30 @@ async def serve(
             endpoint=endpoint,
             otlp_metrics=otlp_metrics,
             config_line=config_line,
+            load_config=load_config,
+            on_registered=on_registered,
+            started=started,
+            plan=plan,
         )
     finally:
         if endpoint is not None:
             await endpoint.close()
+
+
+class Running:
+    """What a running `serve` is made of, for tests and benchmarks to observe."""
+
+    def __init__(
+        self,
+        cell: SnapshotCell[Inventory],
+        fleet: ResourceFleet,
+        applied: SnapshotCell[ResourceSettings],
+        reconciler: ConfigReconciler | None,
+    ) -> None:
+        self.cell = cell
+        self.fleet = fleet
+        self.applied = applied
+        self.reconciler = reconciler
 
 
 async def _serve(
@@ -95,46 +136,87 @@ async def _serve(
     endpoint: MetricsEndpoint | None,
     otlp_metrics: MetricsSink | None,
     config_line: str | None = None,
+    load_config: Loader | None = None,
+    on_registered: OnRegistered | None = None,
+    started: asyncio.Future[Running] | None = None,
+    plan: Planner = plan_resources,
 ) -> None:
+    tasks: dict[str, Coroutine[Any, Any, None]] = {}
+    try:
+        await _build_and_run(
+            config,
+            managers,
+            tracing,
+            stop,
+            tasks,
+            endpoint=endpoint,
+            otlp_metrics=otlp_metrics,
+            config_line=config_line,
+            load_config=load_config,
+            on_registered=on_registered,
+            started=started,
+            plan=plan,
+        )
+    finally:
+        # What was built but never run (a refusal at start): closed, so nothing is left pending.
+        for coro in tasks.values():
+            coro.close()
+
+
+async def _build_and_run(
+    config: ServeConfig,
+    managers: Sequence[ResourceManager] | None,
+    tracing: Tracing,
+    stop: asyncio.Event | None,
+    tasks: dict[str, Coroutine[Any, Any, None]],
+    *,
+    endpoint: MetricsEndpoint | None,
+    otlp_metrics: MetricsSink | None,
+    config_line: str | None,
+    load_config: Loader | None,
+    on_registered: OnRegistered | None,
+    started: asyncio.Future[Running] | None,
+    plan: Planner,
+) -> None:
+    live: _LiveStart | None = None
+    if config.live is not None:
+        assert load_config is not None
+        # The label decides the config, the config what is discovered and served: read first.
+        session, labels, label = await _first_label(config, tasks)
+        live = _LiveStart(session, labels, load_at_start(config.live, label, load_config), load_config)
+        config = live.start.loaded.full
+        config_line = live.start.loaded.line or config_line
     backend = make_backend(config.discovery)
     inventory = initial_inventory(
         backend, fail_on_init_error=config.discovery.fail_on_init_error, tracer=tracing.tracer
     )
-    if managers is None:
-        managers = plan_at_start(
-            config.resources, inventory, fail_on_init_error=config.discovery.fail_on_init_error
-        )
-        _check_names(config, managers)
     # The one snapshot cell: health publishes into it, every resource's server follows it.
     cell = SnapshotCell(inventory)
+    pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
+    sink = combined([endpoint.metrics, *pushed] if endpoint is not None else pushed)
+    reconciler: ConfigReconciler | None = None
+    if live is not None:
+        reconciler = _reconciler(config, backend, cell, sink, live, tasks, _planner(config, plan))
+        managers = reconciler.plan
+    elif managers is None:
+        # The start's own rules for the real planner (its warnings, --fail-on-init-error for
+        # a MIG layout); a test's own planner as it is.
+        managers = (
+            plan_at_start(config.resources, inventory, fail_on_init_error=config.discovery.fail_on_init_error)
+            if plan is plan_resources
+            else plan(config.resources, inventory)
+        )
+    _check_names(config, managers)
     # An MPS resource's server follows its daemon's gate: the same snapshots, its GPUs
     # Unhealthy while the control daemon is not ready. Made before the start-up line: a
     # root it cannot use is a refusal, and a refusal stays one line.
     gates = mps_gates(managers, cell, config.resources.mps_root)
-    if config_line is not None:
-        log.info("%s", config_line)
-    tasks: dict[str, Coroutine[Any, Any, None]] = {}
-    pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
-    sink = combined([endpoint.metrics, *pushed] if endpoint is not None else pushed)
-    services = [
-        DevicePluginService(
-            manager=m, cell=gates[m.resource_name].cell if m.resource_name in gates else cell, metrics=sink
-        )
-        for m in managers
-    ]
     for name, gate in gates.items():
         tasks[f"mps-ready {name}"] = gate.follow()
-    one = len(services) == 1
-    for index, service in enumerate(services):
-        suffix = "" if one else f" {service.resource_name}"
-        if endpoint is not None and index == 0:
-            tasks["metrics"] = serve_metrics(
-                endpoint, service.devices, resource_name=service.resource_name, sink=sink
-            )
-        elif endpoint is not None or pushed:
-            tasks[f"metrics{suffix}"] = follow_inventory(
-                sink, service.devices, resource_name=service.resource_name
-            )
+    if config_line is not None:
+        log.info("%s", config_line)
+    # The settings being served: what follows the config (the node labels) reads this cell.
+    applied = reconciler.applied if reconciler is not None else SnapshotCell(config.resources)
     status = HealthCheckStatus(metrics=sink, tracer=tracing.tracer)
     health = health_source(backend, cell, config.health, metrics=sink, tracer=tracing.tracer, status=status)
     if health is not None:
@@ -145,35 +227,141 @@ async def _serve(
     health_service = HealthService()
     if health is not None:
         tasks["health-status"] = health_service.follow(status)
-    # The cluster tasks wait for every resource's first registration.
-    registered = asyncio.Event()
-    waiting = {s.resource_name for s in services}
-
-    def on_registered(name: str) -> Callable[[Path], None]:
-        def done(_socket: Path) -> None:
-            waiting.discard(name)
-            if not waiting:
-                registered.set()
-
-        return done
-
-    for service in services:
-        supervisor = PluginSupervisor(
-            service=service,
-            plugin_dir=config.device_plugin_dir,
-            tracer=tracing.tracer,
-            server_spans=tracing.server_spans,
-            metrics=sink,
-            on_registered=on_registered(service.resource_name),
-            health=health_service.servicer,
-        )
-        tasks["plugin-server" if one else f"plugin-server {service.resource_name}"] = supervisor.run()
+    fleet = ResourceFleet(
+        cell=cell,
+        # The MPS resources' gated cells (at start; one a config adds later follows the cell).
+        cells={name: gate.cell for name, gate in gates.items()},
+        plugin_dir=config.device_plugin_dir,
+        tracer=tracing.tracer,
+        server_spans=tracing.server_spans,
+        metrics=sink,
+        # One gauge task per resource, the same for every one (and for those a config adds).
+        record_devices=endpoint is not None or bool(pushed),
+        health=health_service.servicer,
+        on_registered=on_registered,
+    )
+    fleet.start(managers)
+    tasks["plugin-servers"] = fleet.run()
+    if reconciler is not None:
+        reconciler.attach(fleet)
+        tasks["live-config"] = reconciler.run()
+    if config.rediscovery_interval_s > 0:
+        tasks["rediscovery"] = rediscovery(backend, cell, config.rediscovery_interval_s)
     if config.cluster.enabled:
         # Imported only when on: a plain `serve` never loads the kubernetes client.
         from gpu_device_plugin.cluster.tasks import cluster_tasks
 
-        tasks.update(cluster_tasks(config.cluster, cell, settings=config.resources, not_before=registered))
+        # The cluster tasks wait for every resource's first registration.
+        tasks.update(
+            cluster_tasks(
+                config.cluster,
+                cell,
+                settings=config.resources,
+                not_before=fleet.registered,
+                session=live.session if live is not None else None,
+            )
+        )
+    if started is not None:
+        started.set_result(Running(cell, fleet, applied, reconciler))
     await run_root_tasks(tasks, stop=stop)
+
+
+async def _first_label(
+    config: ServeConfig, tasks: dict[str, Coroutine[Any, Any, None]]
+) -> tuple[ClusterSession, SnapshotCell[Labels | None], str | None]:
+    """The session, the Node's label cell (followed from now on) and the label's value,
+    read within FIRST_LABEL_WAIT_S (None after it: the fallback config until it is read)."""
+    # Imported only with --config-dir: the node watch needs the kubernetes client.
+    from gpu_device_plugin.cluster.node_watch import NodeLabelWatch
+    from gpu_device_plugin.cluster.session import ClusterSession
+    from gpu_device_plugin.cluster.tasks import connect, contained
+
+    live = config.live
+    node = config.cluster.node_name
+    assert live is not None
+    assert node is not None
+    kubeconfig = config.cluster.kubeconfig
+    # Not waiting for the registration, as the cluster tasks do: the label decides what registers.
+    session = ClusterSession(lambda: connect(kubeconfig))
+    watch = NodeLabelWatch(session=session, node_name=node)
+    tasks["node-label-watch"] = contained("node label watch", watch.run)
+    watching = asyncio.create_task(_first_read(watch), name="node-label-first-read")
+    from gpu_device_plugin.cluster.nodeapi import ClusterApiError
+
+    try:
+        async with asyncio.timeout(FIRST_LABEL_WAIT_S):
+            await watching
+    except (TimeoutError, ClusterApiError) as err:
+        watching.cancel()
+        log.warning(
+            "per-node config: node %s's labels could not be read (%s); serving the fallback "
+            "config until they are",
+            node,
+            err or f"not within {FIRST_LABEL_WAIT_S:.0f} s",
+        )
+    labels = watch.labels.value
+    return session, watch.labels, None if labels is None else labels.get(live.node_label)
+
+
+@dataclass(frozen=True)
+class _LiveStart:
+    """--config-dir at start: the API session, the Node's label cell, the config chosen."""
+
+    session: ClusterSession
+    labels: SnapshotCell[Labels | None]
+    start: Loaded
+    load: Loader
+
+
+def _reconciler(
+    config: ServeConfig,
+    backend: DiscoveryBackend,
+    cell: SnapshotCell[Inventory],
+    sink: MetricsSink,
+    live: _LiveStart,
+    tasks: dict[str, Coroutine[Any, Any, None]],
+    plan: Planner,
+) -> ConfigReconciler:
+    from gpu_device_plugin.cluster.events import ConfigEventReporter, HealthEventRecorder
+    from gpu_device_plugin.cluster.tasks import contained
+
+    assert config.live is not None
+    assert config.cluster.node_name is not None
+    recorder = HealthEventRecorder(
+        cell=cell, session=live.session, node_name=config.cluster.node_name, watch_health=False
+    )
+    tasks["config-events"] = contained("config events", recorder.run)
+    return ConfigReconciler(
+        live=config.live,
+        load=live.load,
+        plan=plan,
+        cell=cell,
+        labels=live.labels,
+        reporter=ConfigEventReporter(recorder),
+        metrics=sink,
+        rediscover=(lambda: rediscover_once(backend, cell)) if config.rediscovery_interval_s > 0 else None,
+        start=live.start,
+    )
+
+
+async def _first_read(watch: NodeLabelWatch) -> None:
+    """One get of the Node (the watch itself starts with the root tasks, from the same cell)."""
+    from gpu_device_plugin.cluster.offloop import off_loop
+
+    api = await watch.session.api()
+    node = await off_loop(lambda: api.get_node(watch.node_name), name="node-get")
+    watch.labels.publish(dict(node.labels))
+
+
+def _planner(config: ServeConfig, plan: Planner) -> Planner:
+    """`plan`, refusing (as a bad config) a plan the device-plugin folder cannot serve."""
+
+    def checked(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:
+        managers = plan(settings, inventory)
+        _check_names(config, managers)
+        return managers
+
+    return checked
 
 
 def mps_gates(

@@ -312,6 +312,8 @@ class PluginProcess:
     extra_args: list[str] = field(default_factory=list)
     #: more environment, e.g. the OTEL_* variables that send its spans to the session's Jaeger.
     env: dict[str, str] = field(default_factory=dict)
+    #: --resource-name; None: not given (a per-node config's files name the resources).
+    resource_name: str | None = RESOURCE
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
 
@@ -321,7 +323,7 @@ class PluginProcess:
             "--discovery", "fake",
             "--fake-config", str(self.config),
             "--device-plugin-dir", str(self.device_plugin_dir),
-            "--resource-name", RESOURCE,
+            *(["--resource-name", self.resource_name] if self.resource_name else []),
             *self.extra_args,
         ]  # fmt: skip
 

@@ -11,6 +11,10 @@ turns Healthy again a Normal `GPURecovered`. Like the kubelet's recorder:
   line and metric every health change gets (health/publish.py);
 - Events live in namespace `default`, as the kubelet's Node Events do (the API
   server requires it for an object without a namespace).
+The same recorder sends the per-node config's Events (Warning `ConfigRejected`,
+Normal `ConfigApplied`, issue 17) through `offer()`, with the same
+deduplication, rate limit and retries; `watch_health=False` makes a recorder
+that sends only what it is offered.
 Diffing and queueing never wait on the API server: a sender drains a bounded
 queue, retrying each Event a few times with backoff before giving it up.
 Transitions published faster than this task runs are seen as their net
@@ -42,11 +46,15 @@ COMPONENT = "gpu-device-plugin"
 EVENT_NAMESPACE = "default"
 UNHEALTHY = "GPUUnhealthy"
 RECOVERED = "GPURecovered"
+CONFIG_REJECTED = "ConfigRejected"
+CONFIG_APPLIED = "ConfigApplied"
 # 25 at once covers every GPU of a node failing and recovering together; after
 # that one Event per 20 s (the kubelet allows 25, then one per 5 minutes, per
 # object, but it speaks for many objects, we for one).
 EVENT_BURST = 25
 EVENT_REFILL_S = 20.0
+# An Event's message is bounded by the API server (1 KiB is what the kubelet keeps to).
+MAX_MESSAGE = 1024
 # Tries per Event (the first and retries) before it is given up.
 EVENT_ATTEMPTS = 5
 # Events waiting to be sent while the API server is slow; the oldest go first.
@@ -58,14 +66,23 @@ DEDUP_CACHE = 256
 @dataclass(frozen=True)
 class HealthEvent:
     type: str  # Warning or Normal
-    reason: str  # GPUUnhealthy or GPURecovered
-    device_id: str
+    reason: str  # GPUUnhealthy or GPURecovered (or a config Event's reason)
+    device_id: str  # what the Event is about: the device, or the config's name
     message: str
     cause: str  # the health reason; part of what makes two Events "the same"
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.reason, self.device_id, self.cause)
+
+
+def config_event(*, applied: bool, config: str, message: str) -> HealthEvent:
+    """A ConfigApplied (Normal) or ConfigRejected (Warning) Event about config `config`."""
+    message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+    if applied:
+        return HealthEvent("Normal", CONFIG_APPLIED, config, message, "")
+    # The message is the cause: the same refusal again bumps the count, another is its own Event.
+    return HealthEvent("Warning", CONFIG_REJECTED, config, message, message)
 
 
 def health_events(older: Inventory, newer: Inventory) -> list[HealthEvent]:
@@ -104,8 +121,10 @@ class HealthEventRecorder:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         attempts: int = EVENT_ATTEMPTS,
+        watch_health: bool = True,
     ) -> None:
         self._cell = cell
+        self._watch_health = watch_health
         self._session = session
         self._node = node_name
         self._bucket = bucket or TokenBucket(EVENT_BURST, EVENT_REFILL_S, time.monotonic)
@@ -131,7 +150,8 @@ class HealthEventRecorder:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch(), name="node-events-watch")
+                if self._watch_health:
+                    group.create_task(self._watch(), name="node-events-watch")
                 group.create_task(self._send(), name="node-events-send")
         except BaseExceptionGroup as failed:
             # One failing ends both; callers decide by the error itself (a ConfigError is exit 2).
@@ -145,6 +165,10 @@ class HealthEventRecorder:
                     self._offer(event)
             older = newer
             self.watching.set()
+
+    def offer(self, event: HealthEvent) -> None:
+        """Send `event` (rate-limited, deduplicated, retried like the health Events)."""
+        self._offer(event)
 
     def _offer(self, event: HealthEvent) -> None:
         if not self._bucket.take():
@@ -248,3 +272,16 @@ class HealthEventRecorder:
             "reportingComponent": COMPONENT,
             "reportingInstance": self._node[:128],
         }
+
+
+class ConfigEventReporter:
+    """The per-node config's Events (live/reconciler.py's ConfigReporter) through a recorder."""
+
+    def __init__(self, recorder: HealthEventRecorder) -> None:
+        self._recorder = recorder
+
+    def applied(self, config: str, message: str) -> None:
+        self._recorder.offer(config_event(applied=True, config=config, message=message))
+
+    def rejected(self, config: str, message: str) -> None:
+        self._recorder.offer(config_event(applied=False, config=config, message=message))

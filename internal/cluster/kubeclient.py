@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from gpu_device_plugin.cluster.kubeconfig import yaml_problem
-from gpu_device_plugin.cluster.nodeapi import ClusterApiError, Failure, NodeInfo
+from gpu_device_plugin.cluster.nodeapi import ClusterApiError, Failure, NodeChange, NodeInfo
 from gpu_device_plugin.errors import ConfigError
 
 # (connect, read) seconds per request: a dead API server costs a bounded wait
@@ -153,6 +153,25 @@ class KubeNodeApi:
         )
         return NodeInfo.from_json(_json(response))
 
+    def watch_node(self, name: str, resource_version: str, timeout_s: int) -> Iterator[NodeChange]:
+        # A watch of the one Node (a field selector on its name): what `nodes watch` allows,
+        # read line by line as raw JSON, ended by the server after timeout_s.
+        response: Any = call(
+            lambda: self._core.list_node(
+                field_selector=f"metadata.name={name}",
+                watch=True,
+                resource_version=resource_version or None,
+                timeout_seconds=timeout_s,
+                _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT_S[0], timeout_s + REQUEST_TIMEOUT_S[1]),
+            )
+        )
+        try:
+            for line in _guarded_lines(response):
+                yield _node_change(line)
+        finally:
+            response.release_conn()
+
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         call(
             lambda: self._core.create_namespaced_event(
@@ -175,6 +194,37 @@ class KubeNodeApi:
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
         )
+
+
+def _guarded_lines(response: Any) -> Iterator[bytes]:
+    """The watch's lines; a connection lost mid-stream is a ClusterApiError like any other."""
+    buffer = b""
+    try:
+        for chunk in response.stream(amt=None, decode_content=True):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            yield from (line for line in lines if line.strip())
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise ClusterApiError(Failure.UNREACHABLE, f"the watch ended: {err}") from err
+    if buffer.strip():
+        yield buffer
+
+
+def _node_change(line: bytes) -> NodeChange:
+    try:
+        event = json.loads(line)
+        kind = str(event["type"])
+        obj = event["object"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ClusterApiError(Failure.SERVER, f"a watch event is not JSON of a known shape: {err}") from err
+    if kind == "ERROR":
+        # The API server's Status inside the stream: 410 Gone when the version expired.
+        code = int(obj.get("code") or 500) if isinstance(obj, dict) else 500
+        message = str(obj.get("message") or "") if isinstance(obj, dict) else str(obj)
+        raise ClusterApiError.from_status(code, message)
+    if not isinstance(obj, dict):
+        raise ClusterApiError(Failure.SERVER, "a watch event's object is not a JSON object")
+    return NodeChange(kind, NodeInfo.from_json(obj))
 
 
 def list_all(

@@ -9,7 +9,7 @@ calls block (HTTP): callers run them off the event loop (offloop.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,11 +62,26 @@ class NodeInfo:
     name: str
     uid: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Where a watch of this Node starts from (empty when the answer had none).
+    resource_version: str = field(default="", compare=False)
 
     @classmethod
     def from_json(cls, node: Mapping[str, Any]) -> NodeInfo:
         meta = node.get("metadata") or {}
-        return cls(name=meta.get("name", ""), uid=meta.get("uid", ""), labels=dict(meta.get("labels") or {}))
+        return cls(
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            labels=dict(meta.get("labels") or {}),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """One event of a watch of the Node: ADDED, MODIFIED or DELETED and the Node after it."""
+
+    kind: str
+    node: NodeInfo
 
 
 class NodeApi(Protocol):
@@ -79,6 +94,11 @@ class NodeApi(Protocol):
         ...
 
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None: ...
+
+    def watch_node(self, name: str, resource_version: str, timeout_s: int) -> Iterator[NodeChange]:
+        """The Node's changes after `resource_version`, until the server ends the watch
+        (about `timeout_s`); ClusterApiError with status 410 when that version is too old."""
+        ...
 
     def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """JSON merge patch of an Event (count, lastTimestamp, message)."""

@@ -55,6 +55,11 @@ class SnapshotCell(Generic[T]):
         changed.set()
         return True
 
+    def next_change(self) -> asyncio.Event:
+        """An event set by the next publish (of a different value): for a reader that waits
+        on this cell and on something else at once."""
+        return self._changed
+
     async def watch(self) -> AsyncIterator[T]:
         """Yield the current value at once, then each newer value as it arrives."""
         while True:

@@ -1,8 +1,9 @@
 """The DevicePlugin gRPC service (grpc.aio).
 
 One service per resource (its ResourceManager). Every RPC reads one immutable
-snapshot of the resource's devices (resources/view.py), so a health change in the
-middle of a request cannot produce a half-old, half-new answer. Client mistakes
+snapshot of the resource's manager and devices (resources/view.py), so a health
+change or a manager swapped by a config change in the middle of a request
+cannot produce a half-old, half-new answer. Client mistakes
 become INVALID_ARGUMENT / FAILED_PRECONDITION, logged at INFO: they are the
 kubelet's (or a user's) to fix, not ours, and must never crash the daemon.
 Requests no kubelet could send (more ids than devices, ids longer than 63
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DevicePluginService(pb_grpc.DevicePluginServicer):
-    # What this server's resource is: its devices, Allocate answer and preferred policy.
+    # What this server's resource is at start: its devices, Allocate answer and preferred
+    # policy. A config change swaps it (swap()); the view holds the one being served.
     manager: ResourceManager
     cell: SnapshotCell[Inventory]
     # NULL_METRICS unless --metrics-address is set: recording then costs a no-op call.
@@ -77,15 +79,21 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
 
     @property
     def resource_name(self) -> str:
-        return self.manager.resource_name
+        return self.devices.manager.resource_name
 
     @property
     def options(self) -> pb.DevicePluginOptions:
-        # Derived from what is wired, so the options cannot promise what we do not do.
-        return pb.DevicePluginOptions(
-            pre_start_required=False,
-            get_preferred_allocation_available=self.manager.preferred_policy is not None,
-        )
+        return plugin_options(self.devices.manager)
+
+    def swap(self, manager: ResourceManager, *, reregistering: bool = False) -> None:
+        """Serve `manager` from the next RPC on, on the same streams. The name stays; other
+        options need a new registration, which the caller starts (`reregistering`)."""
+        if manager.resource_name != self.resource_name:
+            raise ValueError(f"{self.resource_name}: a swap keeps the name, not {manager.resource_name}")
+        if not reregistering and plugin_options(manager) != self.options:
+            raise ValueError(f"{self.resource_name}: other options need a new registration")
+        self.manager = manager
+        self.devices.swap(manager)
 
     async def GetDevicePluginOptions(
         self, request: pb.Empty, context: grpc.aio.ServicerContext[pb.Empty, pb.DevicePluginOptions]
@@ -137,7 +145,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def _preferred(self, request: pb.PreferredAllocationRequest) -> pb.PreferredAllocationResponse:
         span = trace.get_current_span()
         recording = span.is_recording()
-        inventory = self.devices.value
+        manager, inventory = self.devices.current()
         # The kubelet's candidates may name devices we have since lost, never more than we showed it.
         limit = max(len(inventory.devices), self.kubelet_view.most_devices)
         check_containers(len(request.container_requests), limit=limit)
@@ -146,9 +154,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             check_bounds(req.must_include_deviceIDs, what="must_include_deviceIDs", limit=limit)
         if recording:
             span.set_attributes(
-                preferred_request_attributes(self.resource_name, request, self.manager.preferred_policy)
+                preferred_request_attributes(manager.resource_name, request, manager.preferred_policy)
             )
-        policy = self.manager.preferred_policy
+        policy = manager.preferred_policy
         if policy is None:
             raise RequestError("preferred allocation is not offered")
         response = pb.PreferredAllocationResponse()
@@ -204,20 +212,18 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         span = trace.get_current_span()
         recording = span.is_recording()
-        inventory = self.devices.value
+        manager, inventory = self.devices.current()
         # Each container needs its own devices, so none of these can exceed the device count.
         limit = len(inventory.devices)
         check_containers(len(request.container_requests), limit=limit)
         for req in request.container_requests:
             check_bounds(req.devices_ids, what="devices_ids", limit=limit)
         if recording:
-            span.set_attributes(
-                allocate_attributes(self.resource_name, self.manager.allocate_options, request)
-            )
+            span.set_attributes(allocate_attributes(manager.resource_name, manager.allocate_options, request))
         racing = self.kubelet_view.racing(inventory)
         # Build every container's answer before replying: all or nothing.
         allocations = [
-            self.manager.allocate(inventory, list(req.devices_ids), tolerate=racing)
+            manager.allocate(inventory, list(req.devices_ids), tolerate=racing)
             for req in request.container_requests
         ]
         if not allocations:
@@ -268,3 +274,12 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         span.set_status(trace.Status(trace.StatusCode.ERROR, f"{code.name}: {err}"))
         await context.abort(code, str(err))
         raise AssertionError("context.abort always raises")
+
+
+def plugin_options(manager: ResourceManager) -> pb.DevicePluginOptions:
+    """The options a manager's server offers: derived from what is wired, so they cannot
+    promise what we do not do; a change of them needs a new registration."""
+    return pb.DevicePluginOptions(
+        pre_start_required=False,
+        get_preferred_allocation_available=manager.preferred_policy is not None,
+    )

@@ -5,12 +5,17 @@ kubelet deletes our socket and recreates kubelet.sock (and never calls
 ListAndWatch again on the old registration), so either event ends the
 generation: the old server stops before the new one registers, and the old
 socket is removed. The folder is watched with inotify (watchfiles).
+
+A config change that alters the resource's DevicePluginOptions ends the
+generation the same way (`reregister()`): the kubelet reads the options only at
+registration. The old server stops before the new one registers, as after a
+kubelet restart (KUBELET.md §5: an old endpoint's late disconnect can tear down
+the new one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +61,15 @@ class PluginSupervisor:
     health: Any = None
     generation: int = field(default=0, init=False)
     current_socket: Path | None = field(default=None, init=False)
+    # Set by reregister(): ends the current generation (the reason is logged and traced).
+    _reregister: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _reregister_reason: str = field(default="", init=False, repr=False)
+    _changes: asyncio.Future[set[tuple[Change, Path]]] | None = field(default=None, init=False, repr=False)
+
+    def reregister(self, reason: str) -> None:
+        """Start a new generation (fresh socket, new registration) for `reason`."""
+        self._reregister_reason = reason
+        self._reregister.set()
 
     @property
     def kubelet_socket(self) -> Path:
@@ -67,23 +81,40 @@ class PluginSupervisor:
         remove_stale_sockets(self.plugin_dir, self.service.resource_name)
         # Armed before the first server starts, so no restart can slip past.
         with FolderWatch(self.plugin_dir) as watcher:
-            # The span that made the next registration necessary: its Register spans are its children.
-            cause: otel_context.Context | None = None
-            while True:
-                reason = await self._run_generation(watcher, cause)
+            try:
+                await self._generations(watcher)
+            finally:
+                # The folder's wait ends before the watch is closed under it.
+                await asyncio.shield(self._stop_waiting())
+
+    async def _generations(self, watcher: FolderWatch) -> None:
+        # The span that made the next registration necessary: its Register spans are its children.
+        cause: otel_context.Context | None = None
+        while True:
+            reason, restart = await self._run_generation(watcher, cause)
+            if restart:
                 log.info("kubelet restart seen (%s): starting a new server and registering again", reason)
                 self.metrics.kubelet_restart()
-                with self.tracer.start_as_current_span("KubeletRestart") as span:
-                    span.set_attributes(
-                        {
-                            attrs.RESOURCE_NAME: self.service.resource_name,
-                            attrs.RESTART_REASON: reason,
-                            attrs.GENERATION: self.generation,
-                        }
-                    )
-                    cause = trace.set_span_in_context(span)
+            else:
+                log.info(
+                    "%s: %s; starting a new server and registering again",
+                    self.service.resource_name,
+                    reason,
+                )
+            with self.tracer.start_as_current_span("KubeletRestart" if restart else "Reregister") as span:
+                span.set_attributes(
+                    {
+                        attrs.RESOURCE_NAME: self.service.resource_name,
+                        attrs.RESTART_REASON: reason,
+                        attrs.GENERATION: self.generation,
+                    }
+                )
+                cause = trace.set_span_in_context(span)
 
-    async def _run_generation(self, watcher: FolderWatch, cause: otel_context.Context | None) -> str:
+    async def _run_generation(
+        self, watcher: FolderWatch, cause: otel_context.Context | None
+    ) -> tuple[str, bool]:
+        """Serve and register once; (why it ended, whether that was a kubelet restart)."""
         self.generation += 1
         path = self.plugin_dir / fresh_socket_name(self.service.resource_name, self.generation)
         server = PluginServer(self.service, path, self.server_spans, self.health)
@@ -96,8 +127,10 @@ class PluginSupervisor:
         finally:
             if registering is not None:
                 registering.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await registering
+                # wait(): a cancellation of this task arriving meanwhile must not be swallowed.
+                await asyncio.wait([registering])
+                if not registering.cancelled() and (error := registering.exception()) is not None:
+                    raise error
             self.current_socket = None
             await asyncio.shield(server.stop(self.stop_grace))
 
@@ -119,10 +152,34 @@ class PluginSupervisor:
         if self.on_registered is not None:
             self.on_registered(path)
 
-    async def _next_restart(self, watcher: FolderWatch, ours: Path) -> str:
+    async def _next_restart(self, watcher: FolderWatch, ours: Path) -> tuple[str, bool]:
         while True:
-            for change, changed in await watcher.next_changes():
+            if self._reregister.is_set():
+                self._reregister.clear()
+                return self._reregister_reason, False
+            # One wait on the folder at a time, kept across generations: a reregister must
+            # neither drop a batch of changes nor start a second watch on the same inotify.
+            if self._changes is None:
+                self._changes = asyncio.ensure_future(watcher.next_changes())
+            asked = asyncio.ensure_future(self._reregister.wait())
+            try:
+                await asyncio.wait((self._changes, asked), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                asked.cancel()
+                # wait(), not `await asked` under suppress(CancelledError): that would also
+                # swallow this task's own cancellation arriving meanwhile, and it would go on.
+                await asyncio.wait([asked])
+            if not self._changes.done():
+                continue  # asked to re-register: the top of the loop returns
+            changes, self._changes = self._changes, None
+            for change, changed in changes.result():
                 if changed.name == KUBELET_SOCKET and change is not Change.deleted:
-                    return "kubelet.sock recreated"
+                    return "kubelet.sock recreated", True
                 if changed == ours and change is Change.deleted:
-                    return f"our socket {ours.name} was removed"
+                    return f"our socket {ours.name} was removed", True
+
+    async def _stop_waiting(self) -> None:
+        if self._changes is not None:
+            self._changes.cancel()
+            await asyncio.wait([self._changes])
+            self._changes = None

@@ -52,6 +52,7 @@ class MetricsSink(Protocol):
     def health_transition(self, to: str, reason_class: str) -> None: ...
     def health_checks_degraded(self, source: str, degraded: bool) -> None: ...
     def inventory(self, resource_name: str, inventory: Inventory) -> None: ...
+    def config_change(self, result: str) -> None: ...
 
 
 class NullMetrics:
@@ -79,6 +80,9 @@ class NullMetrics:
         pass
 
     def inventory(self, resource_name: str, inventory: Inventory) -> None:
+        pass
+
+    def config_change(self, result: str) -> None:
         pass
 
 
@@ -133,6 +137,11 @@ HEALTH_CHECKS_DEGRADED = MetricSpec(
     "1 while a part of health checking is down (devices keep their last known health), else 0.",
     ("source",),
 )
+CONFIG_CHANGES = MetricSpec(
+    PREFIX + "config_changes",
+    "Per-node config changes seen (label, file or folder), by result: applied, unchanged or rejected.",
+    ("result",),
+)
 BUILD = MetricSpec(PREFIX + "build", "Version of the plugin and its runtime.")
 
 
@@ -173,6 +182,9 @@ class Metrics:
             HEALTH_CHECKS_DEGRADED.labels,
             registry=registry,
         )
+        self._config_changes = Counter(
+            CONFIG_CHANGES.name, CONFIG_CHANGES.help, CONFIG_CHANGES.labels, registry=registry
+        )
         Info(BUILD.name, BUILD.help, registry=registry).info(build_labels())
 
     def rpc_latency(self, method: str, seconds: float) -> None:
@@ -200,6 +212,9 @@ class Metrics:
         healthy = inventory.healthy_count
         self._devices.labels(resource_name, Health.HEALTHY.value).set(healthy)
         self._devices.labels(resource_name, Health.UNHEALTHY.value).set(len(inventory.devices) - healthy)
+
+    def config_change(self, result: str) -> None:
+        self._config_changes.labels(result).inc()
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -263,21 +278,6 @@ async def follow_inventory(sink: MetricsSink, cell: Watchable[Inventory], *, res
         sink.inventory(resource_name, inventory)
 
 
-async def serve_metrics(
-    endpoint: MetricsEndpoint,
-    cell: Watchable[Inventory],
-    *,
-    resource_name: str,
-    sink: MetricsSink | None = None,
-) -> None:
-    """Root task: the device gauges kept equal to the cell, in `sink` (the endpoint's
-    metrics, or every sink the plugin records into); the endpoint is closed when it ends."""
-    try:
-        await follow_inventory(sink or endpoint.metrics, cell, resource_name=resource_name)
-    finally:
-        await endpoint.close()
-
-
 class TeeMetrics:
     """Records into every sink given (Prometheus and OTLP both on)."""
 
@@ -315,6 +315,10 @@ class TeeMetrics:
     def inventory(self, resource_name: str, inventory: Inventory) -> None:
         for sink in self.sinks:
             sink.inventory(resource_name, inventory)
+
+    def config_change(self, result: str) -> None:
+        for sink in self.sinks:
+            sink.config_change(result)
 
 
 def combined(sinks: list[MetricsSink]) -> MetricsSink:

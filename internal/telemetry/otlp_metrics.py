@@ -94,6 +94,9 @@ class OtlpMetrics:
         self._degraded = meter.create_gauge(
             spec.HEALTH_CHECKS_DEGRADED.name, "1", spec.HEALTH_CHECKS_DEGRADED.help
         )
+        self._config_changes = meter.create_counter(
+            spec.CONFIG_CHANGES.name, "{change}", spec.CONFIG_CHANGES.help
+        )
         # Prometheus' Info is a gauge of 1 whose labels are the facts: the same here.
         meter.create_observable_gauge(spec.BUILD.name + "_info", [self._build], description=spec.BUILD.help)
 
@@ -129,6 +132,9 @@ class OtlpMetrics:
         self._devices.set(healthy, {"resource": resource_name, "health": Health.HEALTHY.value})
         unhealthy = len(inventory.devices) - healthy
         self._devices.set(unhealthy, {"resource": resource_name, "health": Health.UNHEALTHY.value})
+
+    def config_change(self, result: str) -> None:
+        self._config_changes.add(1, {"result": result})
 
     def shutdown(self) -> None:
         """Push what was recorded since the last export, then stop (bounded by the exporter's timeout)."""

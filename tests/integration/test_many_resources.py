@@ -10,53 +10,26 @@ restart, and refuses the other's device ids.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from gpu_device_plugin.allocator import (
-    AllocateOptions,
-    ContainerAllocation,
-    PreferredPolicy,
-    container_allocation,
-    in_order_policy,
-)
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.backends.fake.spec import fake_uuid
 from gpu_device_plugin.cli.config import ServeConfig
 from gpu_device_plugin.cli.serve import serve
 from gpu_device_plugin.errors import ConfigError
-from gpu_device_plugin.inventory import Inventory
-from gpu_device_plugin.resources.manager import select_devices
 from gpu_device_plugin.server.kubelet_standin import Registration, StandinKubelet
 from gpu_device_plugin.server.sockets import our_sockets
 from gpu_device_plugin.telemetry.tracing import noop_tracing
 from testsupport.fakegpus import write_fake_config
+from testsupport.parity import ParityManager
 
 EVEN = "example.com/even"
 ODD = "example.com/odd"
-
-
-@dataclass(frozen=True)
-class ParityManager:
-    """Test-only: the GPUs whose index has this parity, as their own resource."""
-
-    resource_name: str
-    parity: int
-    allocate_options: AllocateOptions = field(default_factory=AllocateOptions)
-    preferred_policy: PreferredPolicy | None = in_order_policy
-
-    def devices(self, inventory: Inventory) -> Inventory:
-        return select_devices(inventory, lambda d: d.index % 2 == self.parity)
-
-    def allocate(
-        self, inventory: Inventory, ids: Sequence[str], *, tolerate: Collection[str] = ()
-    ) -> ContainerAllocation:
-        return container_allocation(inventory, ids, self.allocate_options, tolerate=tolerate)
 
 
 @pytest.fixture

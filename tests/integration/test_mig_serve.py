@@ -53,7 +53,14 @@ class MigServe:
 
     async def resources(self, count: int) -> dict[str, Registration]:
         """The first `count` registrations (each with its first device list), by resource name."""
-        await self.kubelet.wait_registered(count=count, timeout=30)
+        # Every one of them listed: they register concurrently, so the count-th may be first.
+        await self.kubelet.wait_for(
+            lambda: (
+                len(self.kubelet.registrations) >= count
+                and all(r.updates for r in self.kubelet.registrations[:count])
+            ),
+            timeout=30,
+        )
         return {r.request.resource_name: r for r in self.kubelet.registrations[:count]}
 
     async def wait_health(

@@ -22,9 +22,12 @@ from testsupport.manifests import (
 )
 
 #: nodes get+patch: read its own Node, merge-patch its feature labels;
-#: events create+patch: a health Event on the Node, and the count bump of a repeat.
+#: nodes list+watch: follow its own Node's config label (a watch by field selector);
+#: events create+patch: a health or config Event on the Node, and the count bump of a repeat.
 EXPECTED_RULES = {
     ("", "nodes", "get"),
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
     ("", "nodes", "patch"),
     ("", "events", "create"),
     ("", "events", "patch"),

@@ -1,9 +1,12 @@
 """A small Kubernetes API server for tests: real HTTP on 127.0.0.1, spoken to by the real client.
 
-It serves the few paths the plugin uses (Nodes: get, patch, list; Pods: list
-across namespaces; Events: create, patch) from in-memory objects, applies JSON
-merge patches as the API server does, paginates lists with limit/continue,
-filters pods by simple field selectors, and records every request. Faults are
+It serves the few paths the plugin uses (Nodes: get, patch, list, watch; Pods:
+list across namespaces; Events: create, patch) from in-memory objects, applies
+JSON merge patches as the API server does, paginates lists with limit/continue,
+filters pods by simple field selectors, and records every request. A watch of
+Nodes (`?watch=true`, a field selector, `resourceVersion`, `timeoutSeconds`)
+is a chunked stream of JSON lines, as the API server sends it; a version older
+than the history kept is answered with a 410 Gone ERROR event. Faults are
 injected per method and path: an HTTP status (403, 500, ...) or a dropped
 connection, for the next N requests. Waits use a condition variable, never sleeps.
 """
@@ -16,6 +19,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,6 +158,16 @@ class FakeApiServer:
     requests: list[Request] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
+    # Every Node change, in order: (resourceVersion, watch event type, the Node after it).
+    _node_history: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    _version: int = 1
+    # Watches from a version below this get 410 Gone (the API server's compacted history).
+    _oldest_version: int = 0
+    _stopping: bool = False
+    #: The port to listen on; 0: any free one (a test that starts the server late fixes it first).
+    port: int = 0
+    # Bumped by stop_watches(): every open watch ends, as when the API server restarts.
+    _watch_epoch: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -161,7 +175,9 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
+        if self._server is None:
+            assert self.port, "not started and no port fixed"
+            return f"http://127.0.0.1:{self.port}"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeApiServer:
@@ -182,7 +198,7 @@ class FakeApiServer:
             def do_PATCH(self) -> None:
                 api._handle(self, "PATCH")
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fake-api", daemon=True
         )
@@ -190,6 +206,9 @@ class FakeApiServer:
         return self
 
     def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -237,6 +256,27 @@ class FakeApiServer:
         with self._changed:
             self.events.clear()
 
+    def set_labels(self, name: str, labels: dict[str, str | None]) -> None:
+        """Change the Node's labels (None removes one), as `kubectl label` does: watches see it."""
+        with self._changed:
+            self.nodes[name] = merge_patch(self.nodes[name], {"metadata": {"labels": labels}})
+            self._node_changed(name, "MODIFIED")
+            self._changed.notify_all()
+
+    def compact(self) -> None:
+        """Forget the Node history so far: a watch from an older version gets 410 Gone."""
+        with self._changed:
+            self._oldest_version = self._version + 1
+
+    def stop_watches(self) -> None:
+        """End every open watch (cleanly, as at its timeout): clients must resume them."""
+        with self._changed:
+            self._watch_epoch += 1
+            self._changed.notify_all()
+
+    def watches(self) -> list[Request]:
+        return [r for r in self.calls("GET", "/api/v1/nodes") if r.query.get("watch") == "true"]
+
     def labels(self, name: str) -> dict[str, str]:
         with self._changed:
             return dict(self.nodes[name]["metadata"].get("labels") or {})
@@ -253,6 +293,68 @@ class FakeApiServer:
 
     # ----------------------------------------------------------------- handling
 
+    def _node_changed(self, name: str, kind: str) -> None:
+        # Under the lock: a new resourceVersion, kept in the history watches replay.
+        self._version += 1
+        self.nodes[name]["metadata"]["resourceVersion"] = str(self._version)
+        self._node_history.append((self._version, kind, copy.deepcopy(self.nodes[name])))
+
+    def _versioned(self, name: str) -> dict[str, Any]:
+        meta = self.nodes[name]["metadata"]
+        if "resourceVersion" not in meta:  # a Node a test put in directly
+            self._node_changed(name, "ADDED")
+        return self.nodes[name]
+
+    def _watch(self, handler: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
+        since = int(query.get("resourceVersion") or 0)
+        selector = query.get("fieldSelector", "")
+        deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(event: dict[str, Any]) -> None:
+            data = json.dumps(event).encode() + b"\n"
+            handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.flush()
+
+        try:
+            with self._changed:
+                for name in self.nodes:
+                    self._versioned(name)
+                if since and since < self._oldest_version:
+                    gone = status(410, f"too old resource version: {since} ({self._oldest_version})")
+                    send({"type": "ERROR", "object": {**gone, "code": 410, "reason": "Expired"}})
+                    pending: list[dict[str, Any]] = []
+                    deadline = 0.0
+                else:
+                    pending = []
+                epoch = self._watch_epoch
+                while not self._stopping and epoch == self._watch_epoch and time.monotonic() < deadline:
+                    fresh = [
+                        (version, kind, obj)
+                        for version, kind, obj in self._node_history
+                        if version > since and matches_fields(obj, selector)
+                    ]
+                    if fresh:
+                        since = fresh[-1][0]
+                        pending = [{"type": kind, "object": obj} for _, kind, obj in fresh]
+                        # Written outside the lock: a slow reader must not stall the fake.
+                        self._changed.release()
+                        try:
+                            for event in pending:
+                                send(event)
+                        finally:
+                            self._changed.acquire()
+                        continue
+                    self._changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:
+            pass  # the client hung up: the watch is over
+        handler.close_connection = True
+
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(handler.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -265,6 +367,28 @@ class FakeApiServer:
             handler.headers.get("Content-Type", ""),
             json.loads(raw) if raw else None,
         )
+        if method == "GET" and parts.path == "/api/v1/nodes" and query.get("watch") == "true":
+            with self._changed:
+                self.requests.append(request)
+                fault = next(
+                    (f for f in self.faults if f.method == method and parts.path.startswith(f.path_prefix)),
+                    None,
+                )
+                if fault is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                self._changed.notify_all()
+            if fault is None:
+                self._watch(handler, query)
+                return
+            code, body = fault.status, status(fault.status, "injected by the test")
+            if code == DROP:
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return
+            self._reply(handler, code, body)
+            return
         with self._changed:
             self.requests.append(request)
             fault = next(
@@ -284,6 +408,10 @@ class FakeApiServer:
             handler.close_connection = True
             handler.connection.shutdown(2)
             return
+        self._reply(handler, code, body)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, code: int, body: Any) -> None:
         data = json.dumps(body).encode()
         handler.send_response(code)
         handler.send_header("Content-Type", "application/json")
@@ -312,10 +440,12 @@ class FakeApiServer:
     def _node(self, request: Request, name: str) -> tuple[int, Any]:
         if name not in self.nodes:
             return 404, status(404, f'nodes "{name}" not found')
+        self._versioned(name)
         if request.method == "PATCH":
             if request.content_type != "application/merge-patch+json":
                 return 415, status(415, f"unsupported patch type {request.content_type}")
             self.nodes[name] = merge_patch(self.nodes[name], request.body)
+            self._node_changed(name, "MODIFIED")
         return 200, self.nodes[name]
 
     def _event(self, request: Request, namespace: str, name: str | None) -> tuple[int, Any]:

@@ -17,8 +17,8 @@ from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.config import HealthConfig
-from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.live.config import LiveConfig
+from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, Sharing
 from gpu_device_plugin.server.sockets import DEFAULT_PLUGIN_DIR

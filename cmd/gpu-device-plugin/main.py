@@ -463,9 +463,7 @@ def config_loader(layers: FlagLayers) -> Callable[[Path | None], Any]:
 
 
 # The ServeConfig fields a per-node config changes live (ServeConfig.resources).
-LIVE_FIELDS = frozenset(
-    {"resource_name", "allocate", "mig_strategy", "sharing", "shared_policy", "mps_root"}
-)
+LIVE_FIELDS = frozenset({"resource_name", "allocate", "mig_strategy", "sharing", "shared_policy", "mps_root"})
 
 
 def serve_config(flags: dict[str, Any], sharing: Sharing | None = None) -> ServeConfig:

@@ -207,12 +207,10 @@ async def _build_and_run(
             else plan(config.resources, inventory)
         )
     _check_names(config, managers)
-    # An MPS resource's server follows its daemon's gate: the same snapshots, its GPUs
-    # Unhealthy while the control daemon is not ready. Made before the start-up line: a
-    # root it cannot use is a refusal, and a refusal stays one line.
-    gates = mps_gates(managers, cell, config.resources.mps_root)
-    for name, gate in gates.items():
-        tasks[f"mps-ready {name}"] = gate.follow()
+    # An MPS resource's server follows its daemon's gate (the fleet makes one per MPS
+    # resource, at start and when a config adds one). Its folder is made before the start-up
+    # line: a root it cannot use is a refusal, and a refusal stays one line.
+    make_mps_folders(managers, config.resources.mps_root)
     if config_line is not None:
         log.info("%s", config_line)
     # The settings being served: what follows the config (the node labels) reads this cell.
@@ -229,8 +227,7 @@ async def _build_and_run(
         tasks["health-status"] = health_service.follow(status)
     fleet = ResourceFleet(
         cell=cell,
-        # The MPS resources' gated cells (at start; one a config adds later follows the cell).
-        cells={name: gate.cell for name, gate in gates.items()},
+        gate_for=partial(mps_gate, root=config.resources.mps_root),
         plugin_dir=config.device_plugin_dir,
         tracer=tracing.tracer,
         server_spans=tracing.server_spans,
@@ -354,23 +351,30 @@ async def _first_read(watch: NodeLabelWatch) -> None:
 
 
 def _planner(config: ServeConfig, plan: Planner) -> Planner:
-    """`plan`, refusing (as a bad config) a plan the device-plugin folder cannot serve."""
+    """`plan`, refusing (as a bad config) a plan the device-plugin folder cannot serve. The
+    real planner is the start's (resources/start.py) for every config, the first and each
+    applied live: the same warnings, and the same --fail-on-init-error rule for a MIG
+    layout the strategy cannot serve (a ConfigError: refused at start, rejected live)."""
+    fail_on_init_error = config.discovery.fail_on_init_error
 
     def checked(settings: ResourceSettings, inventory: Inventory) -> tuple[ResourceManager, ...]:
-        managers = plan(settings, inventory)
+        managers = (
+            plan_at_start(settings, inventory, fail_on_init_error=fail_on_init_error)
+            if plan is plan_resources
+            else plan(settings, inventory)
+        )
         _check_names(config, managers)
+        # A config whose MPS folder cannot be made is refused like a bad key, before any change.
+        make_mps_folders(managers, settings.mps_root)
         return managers
 
     return checked
 
 
-def mps_gates(
-    managers: Sequence[ResourceManager], cell: SnapshotCell[Inventory], root: MpsRoot
-) -> dict[str, DaemonGate]:
-    """One gate per MPS resource, by name; its folder under the MPS root made now (exit 2 if it cannot be)."""
-    gates: dict[str, DaemonGate] = {}
+def make_mps_folders(managers: Sequence[ResourceManager], root: MpsRoot) -> None:
+    """Each MPS resource's folder under the MPS root, made now (ConfigError: exit 2 at start)."""
     for manager in managers:
-        if mps_extension(manager) is None or not isinstance(manager, ReplicatedManager):
+        if mps_extension(manager) is None:
             continue
         ready = Path(root.ready_file(manager.resource_name))
         try:
@@ -379,8 +383,13 @@ def mps_gates(
             raise ConfigError(
                 "mps-root", f"cannot make {ready.parent}: {err.strerror or err} (is the MPS root mounted?)"
             ) from err
-        gates[manager.resource_name] = DaemonGate(cell, ready, partial(daemon_plan, manager))
-    return gates
+
+
+def mps_gate(manager: ResourceManager, cell: SnapshotCell[Inventory], *, root: MpsRoot) -> DaemonGate | None:
+    """The gate an MPS resource's server follows: `cell`, its GPUs Unhealthy while its daemon is not ready."""
+    if mps_extension(manager) is None or not isinstance(manager, ReplicatedManager):
+        return None
+    return DaemonGate(cell, Path(root.ready_file(manager.resource_name)), partial(daemon_plan, manager))
 
 
 def _check_names(config: ServeConfig, managers: Sequence[ResourceManager]) -> None:

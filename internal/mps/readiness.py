@@ -96,6 +96,13 @@ class DaemonGate:
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                         await pending
 
+    def replan(self, plan_of: Callable[[Inventory], DaemonPlan]) -> None:
+        """Gate by another plan from now on (a config change kept the resource, not its
+        replicas or GPUs): the ready file is read again, since it names the plan it was
+        written for."""
+        self.plan_of = plan_of
+        self._update(self.source.value)
+
     def _update(self, inventory: Inventory, *, first: bool = False) -> None:
         plan = self.plan_of(inventory)
         reason = readiness(self.ready_file, plan)

@@ -23,6 +23,7 @@ from typing import Any
 from opentelemetry import trace
 
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.mps.readiness import DaemonGate
 from gpu_device_plugin.resources.diff import PlanDiff, diff_plans
 from gpu_device_plugin.resources.manager import ResourceManager
 from gpu_device_plugin.server.service import DevicePluginService, plugin_options
@@ -34,12 +35,16 @@ log = logging.getLogger(__name__)
 #: Called with (resource name, socket) each time a resource's server registers.
 OnRegistered = Callable[[str, Path], None]
 
+#: The gate an MPS resource's server follows (made over the shared cell); None for any other resource.
+GateFor = Callable[[ResourceManager, SnapshotCell[Inventory]], DaemonGate | None]
+
 
 @dataclass
 class _Served:
     service: DevicePluginService
     supervisor: PluginSupervisor
     task: asyncio.Task[None]
+    gate: DaemonGate | None
 
 
 class ResourceFleet:
@@ -54,6 +59,7 @@ class ResourceFleet:
         record_devices: bool = False,
         health: Any = None,
         on_registered: OnRegistered | None = None,
+        gate_for: GateFor | None = None,
     ) -> None:
         self._cell = cell
         self._plugin_dir = plugin_dir
@@ -64,6 +70,7 @@ class ResourceFleet:
         self._record_devices = record_devices
         self._health = health
         self._on_registered = on_registered
+        self._gate_for = gate_for
         self._served: dict[str, _Served] = {}
         # Resources being stopped, by name: one that comes back waits for its old server first.
         self._stopping: dict[str, asyncio.Task[None]] = {}
@@ -96,11 +103,13 @@ class ResourceFleet:
         for manager in diff.add:
             self._add(manager)
         for manager in diff.swap:
-            self._served[manager.resource_name].service.swap(manager)
+            if self._regate(manager):
+                self._served[manager.resource_name].service.swap(manager)
         for manager in diff.reregister:
-            served = self._served[manager.resource_name]
-            served.service.swap(manager, reregistering=True)
-            served.supervisor.reregister("its options changed with the config")
+            if self._regate(manager):
+                served = self._served[manager.resource_name]
+                served.service.swap(manager, reregistering=True)
+                served.supervisor.reregister("its options changed with the config")
         for name in diff.remove:
             self._remove(name)
         return diff
@@ -121,9 +130,29 @@ class ResourceFleet:
             self._failed = asyncio.get_running_loop().create_future()
         return self._failed
 
+    def _gate(self, manager: ResourceManager) -> DaemonGate | None:
+        return None if self._gate_for is None else self._gate_for(manager, self._cell)
+
+    def _regate(self, manager: ResourceManager) -> bool:
+        """Ready `manager`'s gate for a swap (True), or restart its resource when the swap
+        would change which cell its server follows (False: nothing more to do)."""
+        name = manager.resource_name
+        served = self._served[name]
+        gate = self._gate(manager)
+        if (gate is None) != (served.gate is None):
+            self._remove(name, record=False)
+            self._add(manager)
+            return False
+        if gate is not None and served.gate is not None:
+            served.gate.replan(gate.plan_of)
+        return True
+
     def _add(self, manager: ResourceManager) -> None:
         name = manager.resource_name
-        service = DevicePluginService(manager=manager, cell=self._cell, metrics=self._metrics)
+        gate = self._gate(manager)
+        service = DevicePluginService(
+            manager=manager, cell=self._cell if gate is None else gate.cell, metrics=self._metrics
+        )
         supervisor = PluginSupervisor(
             service=service,
             plugin_dir=self._plugin_dir,
@@ -136,16 +165,24 @@ class ResourceFleet:
         # The same name served again before its old server has stopped: that one stops first, or
         # its late disconnect could tear down the new registration (KUBELET.md section 5).
         previous = self._stopping.get(name)
-        task = asyncio.create_task(self._serve(service, supervisor, previous), name=f"plugin-server {name}")
+        task = asyncio.create_task(
+            self._serve(service, supervisor, gate, previous), name=f"plugin-server {name}"
+        )
         task.add_done_callback(self._ended)
-        self._served[name] = _Served(service, supervisor, task)
+        self._served[name] = _Served(service, supervisor, task, gate)
 
     async def _serve(
-        self, service: DevicePluginService, supervisor: PluginSupervisor, previous: asyncio.Task[None] | None
+        self,
+        service: DevicePluginService,
+        supervisor: PluginSupervisor,
+        gate: DaemonGate | None,
+        previous: asyncio.Task[None] | None,
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
         async with asyncio.TaskGroup() as group:
+            if gate is not None:
+                group.create_task(gate.follow(), name=f"mps-ready {service.resource_name}")
             group.create_task(supervisor.run(), name=f"supervisor {service.resource_name}")
             if self._record_devices:
                 group.create_task(

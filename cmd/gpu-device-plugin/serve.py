@@ -253,7 +253,8 @@ async def _build_and_run(
             cluster_tasks(
                 config.cluster,
                 cell,
-                settings=config.resources,
+                # The settings being served: the labels follow a config applied live.
+                settings=applied,
                 not_before=fleet.registered,
                 session=live.session if live is not None else None,
             )

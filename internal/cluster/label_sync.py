@@ -14,6 +14,11 @@ remembered: an inventory change that changes no label costs no call at all, one
 that does costs one patch. The Node is read at start, after a failure, and
 every `resync_s`, so a label someone edited or a stale one of an older version
 is put right without watching Nodes (which the RBAC does not allow).
+
+The settings are followed like the inventory: given a cell of them (the
+per-node config's applied settings, issue 17), a config applied live changes
+the sharing, replicas and MIG labels with it; a config rejected publishes
+nothing there, so it changes no label.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class NodeLabeler:
         session: ClusterSession,
         node_name: str,
         prefix: str,
-        settings: ResourceSettings,
+        settings: ResourceSettings | SnapshotCell[ResourceSettings],
         plugin_version: str = __version__,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -55,7 +60,8 @@ class NodeLabeler:
         self._session = session
         self._node = node_name
         self._prefix = prefix
-        self._settings = settings
+        # A fixed value is a cell that never changes: one code path follows both.
+        self._settings = settings if isinstance(settings, SnapshotCell) else SnapshotCell(settings)
         self._version = plugin_version
         self._backoff = backoff or Backoff()
         self._sleep = sleep
@@ -64,29 +70,36 @@ class NodeLabeler:
         self._known: dict[str, str] | None = None
         self._outage = OutageLog(f"node labels of {node_name}", log)
         self.applied = asyncio.Event()
-        """Set whenever the node's labels match the newest inventory (tests, benchmarks)."""
+        """Set whenever the node's labels match the newest inventory and settings (tests, benchmarks)."""
 
     def desired(self) -> dict[str, str]:
         # A pure function of (settings, inventory): what a config change (issue 17) gives
         # the labeler is only new settings.
         return feature_labels(
-            self._cell.value, prefix=self._prefix, plugin_version=self._version, settings=self._settings
+            self._cell.value, prefix=self._prefix, plugin_version=self._version, settings=self._settings.value
         )
+
+    @property
+    def settings(self) -> SnapshotCell[ResourceSettings]:
+        """The settings the labels describe: publish into it to relabel (the live config does)."""
+        return self._settings
 
     async def run(self) -> None:
         while True:
-            seen = self._cell.version
+            seen = (self._cell.version, self._settings.version)
             await self._converge()
             if not await self._changed_since(seen):
                 self._known = None  # resync: read the node again, in case someone edited it
 
-    async def _changed_since(self, version: int) -> bool:
-        """Wait for a newer inventory (True), or for the resync period to pass (False)."""
+    async def _changed_since(self, seen: tuple[int, int]) -> bool:
+        """Wait for a newer inventory or settings (True), or for the resync period to pass (False)."""
         # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that arrives
         # just as the awaited value does, and the daemon could not stop this task.
         try:
             async with asyncio.timeout(self._resync_s):
-                await self._cell.wait_for_version(version + 1)
+                # Versions, not events alone: a change during _converge returns at once.
+                while (self._cell.version, self._settings.version) == seen:
+                    await _either(self._cell.next_change(), self._settings.next_change())
         except TimeoutError:
             return False
         return True
@@ -132,3 +145,16 @@ class NodeLabeler:
             len(patch) - len(removed),
             f", removed {', '.join(removed)}" if removed else "",
         )
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Until one of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        # wait(), not `await waiter` under suppress(CancelledError), which would also swallow
+        # this task's own cancellation arriving meanwhile.
+        await asyncio.wait(waiters)

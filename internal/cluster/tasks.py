@@ -37,14 +37,15 @@ def cluster_tasks(
     config: ClusterConfig,
     cell: SnapshotCell[Inventory],
     *,
-    settings: ResourceSettings,
+    settings: ResourceSettings | SnapshotCell[ResourceSettings],
     not_before: asyncio.Event | None = None,
     session: ClusterSession | None = None,
 ) -> dict[str, Coroutine[Any, Any, None]]:
     """Root tasks for what is switched on (none when nothing is).
 
     `settings`: the resources as served (the labels say how they are shared and
-    partitioned). `not_before`: set once the plugin has registered; the client is
+    partitioned); a cell of them when they change live (the per-node config), so the
+    labels follow. `not_before`: set once the plugin has registered; the client is
     loaded after it (or after a short grace). `session`: tests pass their own.
     """
     if not config.enabled:

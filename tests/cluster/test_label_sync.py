@@ -134,6 +134,28 @@ async def test_sharing_and_mig_labels_follow_the_settings_and_other_owners_keep_
     assert len(api.calls("PATCH")) == patches + 1
 
 
+async def test_settings_published_into_its_cell_relabel_the_running_labeler(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    gfd = "nvidia.com/gpu."
+    inventory = SnapshotCell(mig_inventory({}, whole=2))
+    settings = SnapshotCell(ResourceSettings("nvidia.com/gpu"))
+    worker = NodeLabeler(
+        cell=inventory, session=session_for(api, tmp_path), node_name=NODE, prefix=gfd, settings=settings
+    )
+    assert worker.settings is settings
+    async with running(worker.run()):
+        await api.until(lambda: api.labels(NODE).get(gfd + "sharing-strategy") == "none")
+        patches = len(api.calls("PATCH"))
+        # A config applied live (issue 17): the same labeler, the same inventory, new settings.
+        shared = Sharing(SharingStrategy.TIME_SLICING, (SharedResource("nvidia.com/gpu", 4),))
+        settings.publish(ResourceSettings("nvidia.com/gpu", sharing=shared))
+        await api.until(lambda: api.labels(NODE).get(gfd + "replicas") == "4")
+        assert api.labels(NODE)[gfd + "sharing-strategy"] == "time-slicing"
+        assert len(api.calls("PATCH")) == patches + 1
+        await worker.applied.wait()
+
+
 async def test_nothing_to_change_costs_no_patch(api: FakeApiServer, tmp_path: Path) -> None:
     cell = SnapshotCell(fake_inventory(count=2))
     first = labeler(cell, session_for(api, tmp_path))

@@ -34,7 +34,9 @@ from testsupport.live import (
     LABEL,
     NODE,
     RENAMED,
+    TIMESLICE_4,
     WHOLE,
+    WHOLE_NVIDIA,
     handled,
     live_plugin,
     write_configmap,
@@ -55,7 +57,10 @@ def api() -> Iterator[FakeApiServer]:
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "configs"
-    write_configs(folder, {"whole": WHOLE, "renamed": RENAMED, "index": BY_INDEX, "bad": BAD_KEY})
+    write_configs(
+        folder,
+        {"whole": WHOLE, "renamed": RENAMED, "index": BY_INDEX, "bad": BAD_KEY},
+    )
     return folder
 
 
@@ -487,3 +492,55 @@ async def test_a_mig_layout_change_republishes_the_mig_resources_and_keeps_the_r
         for name in (small, GPU):
             assert [r for r in kubelet.registrations if r.request.resource_name == name] == [before[name]]
         assert [d.ID for d in small_before.latest.devices] == small_ids
+
+
+# The feature labels' keys under the default prefix (GFD's names, in our domain).
+REPLICAS_LABEL = "example.com/gpu.replicas"
+SHARING_LABEL = "example.com/gpu.sharing-strategy"
+
+
+def sharing_labels(api: FakeApiServer) -> dict[str, str | None]:
+    labels = api.labels(NODE)
+    return {key: labels.get(key) for key in (REPLICAS_LABEL, SHARING_LABEL)}
+
+
+async def test_the_node_labels_follow_the_applied_config_and_not_a_rejected_one(
+    api: FakeApiServer, kubelet: StandinKubelet, plugin_dir: Path, config_dir: Path, fake_config: Path
+) -> None:
+    write_configs(config_dir, {"whole": WHOLE_NVIDIA, "timeslice-4": TIMESLICE_4})
+    async with live_plugin(
+        api=api,
+        plugin_dir=plugin_dir,
+        config_dir=config_dir,
+        fake_config=fake_config,
+        args=["--node-labels"],
+    ) as running:
+        first = await kubelet.wait_registered()
+        assert len(first.latest.devices) == 8
+        whole = {REPLICAS_LABEL: "1", SHARING_LABEL: "none"}
+        await api.until(lambda: sharing_labels(api) == whole, what="the whole GPUs' labels")
+
+        api.set_labels(NODE, {LABEL: "timeslice-4"})
+        await handled(running, 1)
+        # Same name and options: the same stream lists 32 replicas, and the labels say so.
+        await kubelet.wait_for(lambda: len(first.latest.devices) == 32)
+        await api.until(
+            lambda: sharing_labels(api) == {REPLICAS_LABEL: "4", SHARING_LABEL: "time-slicing"},
+            what="the time-sliced labels",
+        )
+        assert api.labels(NODE)["example.com/gpu.product"].endswith("-SHARED")
+        assert api.labels(NODE)[LABEL] == "timeslice-4"  # the selecting label is not ours to touch
+
+        patches = len(api.calls("PATCH", "/api/v1/nodes"))
+        api.set_labels(NODE, {LABEL: "bad"})
+        await handled(running, 2)
+        await api.until(lambda: bool(events(api, CONFIG_REJECTED)), what="a ConfigRejected Event")
+        # A rejected config publishes no settings: no label changes, no patch is even tried.
+        assert sharing_labels(api) == {REPLICAS_LABEL: "4", SHARING_LABEL: "time-slicing"}
+        assert len(api.calls("PATCH", "/api/v1/nodes")) == patches
+        assert running.applied.value.sharing.strategy.value == "time-slicing"
+
+        # Back to whole GPUs: the labels go back with the config.
+        api.set_labels(NODE, {LABEL: "whole"})
+        await api.until(lambda: sharing_labels(api) == whole, what="the whole GPUs' labels again")
+        await kubelet.wait_for(lambda: len(first.latest.devices) == 8)

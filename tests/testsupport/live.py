@@ -35,6 +35,14 @@ WHOLE = "version: v1\ngpuDevicePlugin:\n  resourceName: example.com/gpu\n"
 RENAMED = "version: v1\ngpuDevicePlugin:\n  resourceName: example.com/renamed\n"
 BY_INDEX = WHOLE + "flags:\n  plugin:\n    deviceIDStrategy: index\n"
 BAD_KEY = "version: v1\nflags:\n  migStrateg: none\n"
+# NVIDIA's file time-slices only nvidia.com/ resources: the configs that switch between
+# whole and time-sliced GPUs serve nvidia.com/gpu.
+WHOLE_NVIDIA = "version: v1\ngpuDevicePlugin:\n  resourceName: nvidia.com/gpu\n"
+# Each GPU 4 ways, under the same name (so the same registration and stream).
+TIMESLICE_4 = (
+    WHOLE_NVIDIA
+    + "sharing:\n  timeSlicing:\n    resources:\n      - name: nvidia.com/gpu\n        replicas: 4\n"
+)
 
 
 def write_configs(folder: Path, configs: Mapping[str, str]) -> None:

@@ -1,15 +1,20 @@
 """Issue 17 on a real kubelet and API server: the Node's label picks the config, changed live.
 
-The plugin runs as a host process of the local cluster with `--config-dir` (a
-folder of NVIDIA-format configs, as a mounted ConfigMap would give it) and the
-admin kubeconfig; the Node is labelled as `kubectl label` would. What a user
-sees is asserted: the Node's allocatable, a pod started before a switch still
-running, the Warning Event of a config that cannot be served.
+The plugin serves the suite's 8 fake GPUs with `--config-dir`, a folder of
+NVIDIA-format configs: as a host process given a plain folder, or as the kind
+overlay's DaemonSet with the folder a mounted ConfigMap (one key per config,
+what NVIDIA's config-manager reads). The Node is labelled as `kubectl label`
+would. What a user sees is asserted: `whole` gives 8 allocatable, `timeslice-4`
+32 within the issue's 5 s while a pod started before keeps running, and a
+config with a key NVIDIA's file does not have gives a Warning Event
+`ConfigRejected` naming it while allocatable stays 32.
 
-DaemonSet mode needs the configs as a ConfigMap in the kind overlay, which is
-not there yet: skipped there, saying so. Until time-slicing is merged the
-config switched to is a renamed resource (`example.com/gpu-renamed`), which
-exercises the same path: parse, validate, plan, diff, register, stop.
+The configs serve nvidia.com/gpu (NVIDIA's file time-slices nvidia.com/
+resources only), so this module runs its own plugin for its own resource. As a
+host process it runs beside the session's example.com/gpu plugin; as the
+DaemonSet it takes the kind overlay's place while it runs (one DaemonSet name),
+and the session's plugin is applied again by the next test that needs it
+(`healthy_plugin`), as test_time_slicing.py does.
 """
 
 from __future__ import annotations
@@ -17,43 +22,85 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import e2e_support
 import pytest
-from drivers import HostProcessPlugin
+from drivers import DaemonSetPlugin, HostProcessPlugin, PluginDriver
 from kubernetes import client
 
 from conftest import ClusterUnderTest, Pods, plugin_mode
 
 LABEL = "nvidia.com/device-plugin.config"
-RENAMED = "example.com/gpu-renamed"
+SHARED = "nvidia.com/gpu"
+WHOLE = f"version: v1\ngpuDevicePlugin:\n  resourceName: {SHARED}\n"
 CONFIGS = {
-    "whole": f"version: v1\ngpuDevicePlugin:\n  resourceName: {e2e_support.RESOURCE}\n",
-    "renamed": f"version: v1\ngpuDevicePlugin:\n  resourceName: {RENAMED}\n",
+    "whole": WHOLE,
+    # Each GPU four ways under the same name: the same registration lists 32 replicas.
+    "timeslice-4": WHOLE
+    + f"sharing:\n  timeSlicing:\n    resources:\n      - name: {SHARED}\n        replicas: 4\n",
     # A key NVIDIA's file does not have: refused, naming it.
     "bad-key": "version: v1\nflags:\n  migStrateg: mixed\n",
 }
 #: The issue's target for a label switch to reach the Node's allocatable.
 SWITCH_SLO_S = 5.0
+CONFIGMAP = "gpu-device-plugin-live-configs"
+CONFIG_DIR = "/etc/gpu-device-plugin/configs"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
 def label_node(core: client.CoreV1Api, node: str, value: str | None) -> None:
     core.patch_node(node, {"metadata": {"labels": {LABEL: value}}})
 
 
-@pytest.fixture
-def live_plugin(cluster: ClusterUnderTest, tmp_path: Path) -> Iterator[HostProcessPlugin]:
-    if plugin_mode() != "process":
-        pytest.skip(reason="DaemonSet mode needs the configs as a ConfigMap in the kind overlay (not yet)")
+def live_daemonset(cluster: ClusterUnderTest, uuids: list[str]) -> DaemonSetPlugin:
+    """The kind overlay's DaemonSet with the configs as a ConfigMap folder and --config-dir on it."""
+    rendered = DaemonSetPlugin.render(
+        cluster.kubectl,
+        e2e_support.fake_config(uuids),
+        local_api_port=cluster.local.ports["apiserver"] if cluster.local else None,
+    )
+    daemonset = next(o for o in rendered if o["kind"] == "DaemonSet")
+    namespace = daemonset["metadata"]["namespace"]
+    configmap: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CONFIGMAP,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "gpu-device-plugin"},
+        },
+        "data": dict(CONFIGS),
+    }
+    pod = daemonset["spec"]["template"]["spec"]
+    pod.setdefault("volumes", []).append({"name": "live-configs", "configMap": {"name": CONFIGMAP}})
+    for container in pod["containers"]:
+        # The whole folder, never a subPath: the kubelet swaps its `..data` link on an update.
+        container.setdefault("volumeMounts", []).append(
+            {"name": "live-configs", "mountPath": CONFIG_DIR, "readOnly": True}
+        )
+        container.setdefault("env", []).append({"name": "GPU_DP_CONFIG_DIR", "value": CONFIG_DIR})
+        for probe in PROBES:
+            container[probe]["exec"]["command"] += ["--resource-name", SHARED]
+    return DaemonSetPlugin(
+        core=cluster.core,
+        kubectl=cluster.kubectl,
+        node=cluster.node,
+        node_name=cluster.node_name,
+        log=cluster.local.log_path("gpu-device-plugin-live-pod") if cluster.local else None,
+        rendered=[configmap, *rendered],
+    )
+
+
+def live_process(cluster: ClusterUnderTest, uuids: list[str], folder: Path) -> HostProcessPlugin:
     local = cluster.require_host_control()
-    configs = tmp_path / "configs"
+    configs = folder / "configs"
     configs.mkdir()
     for name, text in CONFIGS.items():
         (configs / name).write_text(text)
-    fake = tmp_path / "fake.yaml"
-    e2e_support.write_config(fake, e2e_support.fake_config(e2e_support.fake_uuids(8)))
-    label_node(cluster.core, cluster.node_name, "whole")
-    driver = HostProcessPlugin(
+    fake = folder / "fake.yaml"
+    e2e_support.write_config(fake, e2e_support.fake_config(uuids))
+    return HostProcessPlugin(
         e2e_support.PluginProcess(
             binary=e2e_support.plugin_binary(),
             config=fake,
@@ -67,6 +114,21 @@ def live_plugin(cluster: ClusterUnderTest, tmp_path: Path) -> Iterator[HostProce
             resource_name=None,
         )
     )
+
+
+@pytest.fixture
+def live_plugin(cluster: ClusterUnderTest, tmp_path: Path) -> Iterator[PluginDriver]:
+    mode = plugin_mode()
+    if mode is None:
+        pytest.skip(reason="the plugin was deployed outside the suite (set E2E_PLUGIN)")
+    uuids = e2e_support.fake_uuids(8)
+    driver: PluginDriver = (
+        live_daemonset(cluster, uuids) if mode == "daemonset" else live_process(cluster, uuids, tmp_path)
+    )
+    label_node(cluster.core, cluster.node_name, "whole")
+    if isinstance(driver, DaemonSetPlugin):
+        # Over the session's DaemonSet, if it runs: start() alone would find its pod and stop there.
+        driver.apply()
     driver.start()
     try:
         yield driver
@@ -75,39 +137,43 @@ def live_plugin(cluster: ClusterUnderTest, tmp_path: Path) -> Iterator[HostProce
         label_node(cluster.core, cluster.node_name, None)
 
 
+def rejected_event(core: client.CoreV1Api, node: str, config: str) -> Any:
+    return e2e_support.wait_for(
+        core.list_namespaced_event,
+        lambda e: e is not None and config in (e.message or ""),
+        timeout=30,
+        what=f"a ConfigRejected Event naming {config}",
+        namespace="default",
+        field_selector=f"involvedObject.name={node},reason=ConfigRejected",
+    )
+
+
 def test_the_label_switches_the_config_live(
-    cluster: ClusterUnderTest, live_plugin: HostProcessPlugin, pods: Pods
+    cluster: ClusterUnderTest, live_plugin: PluginDriver, pods: Pods
 ) -> None:
     core, node = cluster.core, cluster.node_name
-    e2e_support.wait_node_resource(core, node, 8, timeout=60)
-    before = pods.create("before", gpus=1)
+    e2e_support.wait_node_resource(core, node, 8, timeout=90, resource=SHARED)
+    before = pods.create("before", gpus=1, resource=SHARED)
     pods.running(before)
 
-    # A config that differs: the same GPUs under another resource name.
+    # Whole GPUs to four replicas each, under the same name.
     switched = time.monotonic()
-    label_node(core, node, "renamed")
-    e2e_support.wait_node_resource(core, node, 8, timeout=60, resource=RENAMED)
+    label_node(core, node, "timeslice-4")
+    e2e_support.wait_node_resource(core, node, 32, timeout=60, resource=SHARED)
     took = time.monotonic() - switched
-    print(f"label switch to allocatable[{RENAMED}] == 8: {took:.2f} s")
+    print(f"label switch whole -> timeslice-4 to allocatable[{SHARED}] == 32: {took:.2f} s")
     assert took <= SWITCH_SLO_S, f"the new allocatable took {took:.1f} s after the label switch"
-    # The old resource is no longer served: the kubelet shows none of it allocatable.
-    e2e_support.wait_node_resource(core, node, 0, timeout=60)
-    # The pod that held a GPU of the old config keeps running.
+    # The pod that holds a whole GPU of the old config keeps running.
     pod = core.read_namespaced_pod(before, pods.namespace)
     assert pod.status.phase == "Running", pod.status.phase
 
     # A config with a key we do not have: a Warning Event, and nothing changes.
     label_node(core, node, "bad-key")
-    event = e2e_support.wait_for(
-        core.list_namespaced_event,
-        lambda e: e is not None and "bad-key" in (e.message or ""),
-        timeout=30,
-        what="a ConfigRejected Event naming the config",
-        namespace="default",
-        field_selector=f"involvedObject.name={node},reason=ConfigRejected",
-    )
+    event = rejected_event(core, node, "bad-key")
     assert event.type == "Warning"
-    assert "bad-key" in event.message
     assert "flags.migStrateg" in event.message
-    assert e2e_support.node_resource(core.read_node(node), resource=RENAMED) == 8
+    assert "still serving config timeslice-4" in event.message
+    assert e2e_support.node_resource(core.read_node(node), resource=SHARED) == 32
     assert live_plugin.running()
+    pod = core.read_namespaced_pod(before, pods.namespace)
+    assert pod.status.phase == "Running", pod.status.phase

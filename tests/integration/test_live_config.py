@@ -544,3 +544,38 @@ async def test_the_node_labels_follow_the_applied_config_and_not_a_rejected_one(
         api.set_labels(NODE, {LABEL: "whole"})
         await api.until(lambda: sharing_labels(api) == whole, what="the whole GPUs' labels again")
         await kubelet.wait_for(lambda: len(first.latest.devices) == 8)
+
+
+async def test_a_config_that_makes_the_resource_mps_gates_it_on_its_daemon(
+    api: FakeApiServer,
+    kubelet: StandinKubelet,
+    plugin_dir: Path,
+    config_dir: Path,
+    fake_config: Path,
+    tmp_path: Path,
+) -> None:
+    mps_root = tmp_path / "mps"
+    mps = (
+        f"{WHOLE_NVIDIA}flags:\n  mpsRoot: {mps_root}\n"
+        "sharing:\n  mps:\n    resources:\n      - name: nvidia.com/gpu\n        replicas: 4\n"
+    )
+    write_configs(config_dir, {"whole": WHOLE_NVIDIA, "mps-4": mps})
+    async with live_plugin(
+        api=api, plugin_dir=plugin_dir, config_dir=config_dir, fake_config=fake_config
+    ) as running:
+        first = await kubelet.wait_registered()
+        assert len(first.latest.devices) == 8
+
+        api.set_labels(NODE, {LABEL: "mps-4"})
+        await handled(running, 1)
+
+        # Served from now on through its daemon's gate, as one served so from the start is:
+        # no control daemon has said it is ready, so all 32 replicas are Unhealthy.
+        def gated() -> Registration | None:
+            latest = latest_of(kubelet, "nvidia.com/gpu")
+            return latest if latest is not None and len(latest.latest.devices) == 32 else None
+
+        shared = await kubelet.wait_for(gated)
+        assert {d.health for d in shared.latest.devices} == {"Unhealthy"}
+        # Its folder under the MPS root was made when the config was planned.
+        assert (mps_root / "nvidia.com" / "gpu").is_dir()

@@ -79,7 +79,10 @@ def live_daemonset(cluster: ClusterUnderTest, uuids: list[str]) -> DaemonSetPlug
         container.setdefault("volumeMounts", []).append(
             {"name": "live-configs", "mountPath": CONFIG_DIR, "readOnly": True}
         )
-        container.setdefault("env", []).append({"name": "GPU_DP_CONFIG_DIR", "value": CONFIG_DIR})
+        # The base sets GPU_DP_RESOURCE_NAME, which outranks a config file (flag > env > file):
+        # dropped, so the configs name the resource.
+        container["env"] = [e for e in container.get("env", []) if e["name"] != "GPU_DP_RESOURCE_NAME"]
+        container["env"].append({"name": "GPU_DP_CONFIG_DIR", "value": CONFIG_DIR})
         for probe in PROBES:
             container[probe]["exec"]["command"] += ["--resource-name", SHARED]
     return DaemonSetPlugin(
@@ -88,7 +91,8 @@ def live_daemonset(cluster: ClusterUnderTest, uuids: list[str]) -> DaemonSetPlug
         node=cluster.node,
         node_name=cluster.node_name,
         log=cluster.local.log_path("gpu-device-plugin-live-pod") if cluster.local else None,
-        rendered=[configmap, *rendered],
+        # After the Namespace the overlay renders first: apply creates them in order.
+        rendered=[*rendered, configmap],
     )
 
 

@@ -11,9 +11,12 @@
 #                      the kind node joins only the --internal network run.sh creates
 #   --dns=127.0.0.1    the embedded DNS of user networks forwards to loopback only
 #   --ip-forward=false dockerd leaves the host's forwarding sysctl as it is
+# and its default runtime is e2e/kind/runc-bounded: Debian's runc, with a privileged
+# container's capabilities cut to the ones root here has (see that file).
 # `start` is a no-op when our engine already answers; `stop` ends only the dockerd whose
 # pid is in our pid file (and so the containerd it started), never any other.
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${GDP_DOCKER_ROOT:-/var/lib/gdp-docker}
 run=/run/gdp-docker
 socket=$run/docker.sock
@@ -43,6 +46,8 @@ start() {
     --dns=127.0.0.1 \
     --storage-driver=overlay2 \
     --log-driver=json-file \
+    --add-runtime "gdp-runc=$here/runc-bounded" \
+    --default-runtime gdp-runc \
     >>"$root/dockerd.log" 2>&1 </dev/null &
   local pid=$! waited=0
   until answers; do

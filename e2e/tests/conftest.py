@@ -15,6 +15,12 @@ How the plugin runs (E2E_PLUGIN):
   that must turn its knobs are skipped, saying so.
 Tests that reach into the node (restart the kubelet, SIGKILL the plugin) need
 the local cluster or a kind node (E2E_KIND_NODE, reached with docker exec).
+On a cluster without Service routing (the local one; kind on our node image,
+which has no kube-proxy: E2E_API_PORT_ON_NODE) the DaemonSet joins the node's
+network and reaches the API server at 127.0.0.1 on that port.
+The nvml tests need the C fake's driver root on the node: the local cluster's
+host, or on kind a folder mounted into the node at the same path
+(E2E_KIND_NVML_ROOT, what e2e/kind/run.sh mounts with extraMounts).
 
 Nothing here skips on the local cluster: a missing prerequisite or plugin is
 an error, so CI can never turn e2e into a pass by skipping it.
@@ -44,6 +50,8 @@ ENV_NODE = "E2E_NODE"
 ENV_PLUGIN = "E2E_PLUGIN"
 ENV_PLUGIN_IMAGE = "E2E_PLUGIN_IMAGE"
 ENV_KIND_NODE = "E2E_KIND_NODE"
+ENV_API_PORT_ON_NODE = "E2E_API_PORT_ON_NODE"
+ENV_KIND_NVML_ROOT = "E2E_KIND_NVML_ROOT"
 DEFAULT_PLUGIN_IMAGE = e2e_support.REPO_ROOT / "build" / "image" / "gpu-device-plugin.oci.tar"
 #: The plugin must make the node advertise its GPUs within this long of starting (issue 3).
 PLUGIN_START_SLO_S = 10.0
@@ -66,6 +74,8 @@ class ClusterUnderTest:
     local: LocalCluster | None
     kubectl: list[str]
     node: NodeControl | None
+    #: The API server's port at 127.0.0.1 on the node, where pods have no Service routing.
+    api_port_on_node: int | None = None
 
     def require_node(self) -> NodeControl:
         if self.node is None:
@@ -125,6 +135,7 @@ def cluster() -> Iterator[ClusterUnderTest]:
         kubectl = [os.environ.get("KUBECTL", "kubectl"), f"--kubeconfig={kubeconfig}"]
         if os.environ.get(ENV_KIND_NODE):
             node = KindNode(os.environ[ENV_KIND_NODE])
+        api_port_on_node = _port_from_env(ENV_API_PORT_ON_NODE)
     else:
         tools = build.toolchain()
         extra_images = []
@@ -145,16 +156,32 @@ def cluster() -> Iterator[ClusterUnderTest]:
         kubeconfig = str(local.kubeconfig)
         kubectl = [str(tools.kubectl), f"--kubeconfig={kubeconfig}"]
         node = LocalNode(restart=local.restart_kubelet, cgroup_root=local.cgroup_root)
+        api_port_on_node = local.ports["apiserver"]
     try:
         api = config.new_client_from_config(config_file=kubeconfig)
         core = client.CoreV1Api(api)
         node_name = local.node_name if local is not None else os.environ.get(ENV_NODE) or _only_node(core)
         yield ClusterUnderTest(
-            api=api, core=core, node_name=node_name, local=local, kubectl=kubectl, node=node
+            api=api,
+            core=core,
+            node_name=node_name,
+            local=local,
+            kubectl=kubectl,
+            node=node,
+            api_port_on_node=api_port_on_node,
         )
     finally:
         if local is not None:
             local.close()
+
+
+def _port_from_env(variable: str) -> int | None:
+    value = os.environ.get(variable)
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise pytest.UsageError(f"{variable}={value!r}: expected a port number")
+    return int(value)
 
 
 def _only_node(core: client.CoreV1Api) -> str:
@@ -253,7 +280,7 @@ def plugin(
             rendered=DaemonSetPlugin.render(
                 cluster.kubectl,
                 e2e_support.fake_config(uuids),
-                local_api_port=cluster.local.ports["apiserver"] if cluster.local else None,
+                local_api_port=cluster.api_port_on_node,
             ),
         )
     else:

@@ -27,7 +27,7 @@ import e2e_support
 import pytest
 from drivers import APP_LABEL, DaemonSetPlugin
 
-from conftest import ClusterUnderTest, PluginUnderTest, Pods, plugin_mode
+from conftest import ENV_KIND_NVML_ROOT, ClusterUnderTest, PluginUnderTest, Pods, plugin_mode
 from gdp_hack.nvmlfake import FakeDriver, build
 
 NVML_RESOURCE = "example.com/nvml-gpu"
@@ -150,32 +150,39 @@ def nvml_plugin(
     cluster: ClusterUnderTest, plugin: PluginUnderTest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NvmlPlugin]:
     # `plugin` first: in the daemonset mode it made the namespace, account and RBAC this one uses.
-    local = cluster.require_host_control()
-    root = tmp_path_factory.mktemp("nvml-driver-root")
+    mode = plugin_mode()
+    kind_root = os.environ.get(ENV_KIND_NVML_ROOT)
+    local = None
+    if kind_root and cluster.local is None and mode == "daemonset":
+        # A kind node: the folder is mounted into it at the same path (extraMounts).
+        root = Path(kind_root)
+    else:
+        local = cluster.require_host_control()
+        root = tmp_path_factory.mktemp("nvml-driver-root")
     # Readable by the container's root whatever the test process's umask made of it.
     os.chmod(root, 0o755)
     driver = FakeDriver(root, PROFILE, library=build())
     uuids = [d.uuid for d in driver.profile.devices]
-    mode = plugin_mode()
     stop: Any
     if mode == "daemonset":
         rendered = DaemonSetPlugin.render(
             cluster.kubectl,
             e2e_support.fake_config(e2e_support.fake_uuids(8)),
-            local_api_port=local.ports["apiserver"],
+            local_api_port=cluster.api_port_on_node,
         )
         daemonset = DaemonSetPlugin(
             core=cluster.core,
             kubectl=cluster.kubectl,
             node=cluster.node,
             node_name=cluster.node_name,
-            log=local.log_path("gpu-device-plugin-nvml-pod"),
+            log=local.log_path("gpu-device-plugin-nvml-pod") if local else None,
             rendered=[nvml_daemonset(rendered, root)],
             selector=f"{APP_LABEL},{INSTANCE_LABEL}={INSTANCE}",
         )
         daemonset.start()
         stop = daemonset.stop
     else:
+        assert local is not None
         process = _HostProcess(root, local.device_plugin_dir, local.log_path("gpu-device-plugin-nvml"))
         process.start()
         stop = process.stop

@@ -11,6 +11,7 @@ suite's pods run is the local cluster's busybox.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from gdp_e2e.cluster import build as cluster_build
@@ -20,6 +21,7 @@ from . import versions
 
 PASSWD = b"root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n"
 GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def binary_image(binary: Path, target: Path, *, name: str, at: str) -> Path:
@@ -31,7 +33,17 @@ def binary_image(binary: Path, target: Path, *, name: str, at: str) -> Path:
     layer.file("etc/passwd", PASSWD, 0o644)
     layer.file("etc/group", GROUP, 0o644)
     layer.file(at.lstrip("/"), binary.read_bytes())
-    return oci.write_oci_archive(target, name=name, layer=layer.finish(), entrypoint=[at], cmd=[])
+    return _archive(target, name=name, layer=layer.finish(), entrypoint=[at])
+
+
+def _archive(target: Path, *, name: str, layer: bytes, entrypoint: list[str]) -> Path:
+    """A one-layer image whose PATH finds /usr/local/bin: kubeadm's static pods name bare commands."""
+    with tempfile.TemporaryDirectory(prefix="oci-") as scratch:
+        layout = oci.Layout(Path(scratch))
+        blob = layout.add(oci.LAYER_TAR, layer)
+        config = oci.image_config(entrypoint=entrypoint, cmd=[], env=[PATH_ENV])
+        layout.write_index(layout.add_image(layers=[blob], config=config), name=name)
+        return oci.archive(layout.folder, target)
 
 
 def _parents(path: str) -> list[str]:

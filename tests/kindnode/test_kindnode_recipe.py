@@ -12,12 +12,14 @@ import importlib.machinery
 import importlib.util
 import json
 import re
+import tarfile
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 import pytest
 
-from gdp_hack.kindnode import clusterconfig, versions
+from gdp_hack.kindnode import clusterconfig, images, versions
 
 REPO = Path(__file__).resolve().parents[2]
 KUBEADM_CONSTANTS = "cmd/kubeadm/app/constants/constants.go"
@@ -131,3 +133,38 @@ def test_runc_bounded_reads_this_processs_bounding_set() -> None:
     names = _runc_bounded().bounding_set()
     assert "CAP_CHOWN" in names
     assert all(name.startswith("CAP_") for name in names)
+
+
+def test_a_control_plane_image_finds_its_bare_command_on_path(tmp_path: Path) -> None:
+    # kubeadm's static pods run `kube-apiserver ...`, not a path: the image's PATH must find it.
+    binary = tmp_path / "kube-apiserver"
+    binary.write_bytes(b"\x7fELF stand-in")
+    archive = images.binary_image(
+        binary,
+        tmp_path / "apiserver.tar",
+        name="registry.k8s.io/kube-apiserver:v1.34.4",
+        at="/usr/local/bin/kube-apiserver",
+    )
+    with tarfile.open(archive) as outer:
+        index = json.load(_member(outer, "index.json"))
+        (descriptor,) = index["manifests"]
+        assert (
+            descriptor["annotations"]["io.containerd.image.name"] == "registry.k8s.io/kube-apiserver:v1.34.4"
+        )
+        manifest = json.load(_member(outer, _blob(descriptor["digest"])))
+        config = json.load(_member(outer, _blob(manifest["config"]["digest"])))
+        (layer_descriptor,) = manifest["layers"]
+        with tarfile.open(fileobj=_member(outer, _blob(layer_descriptor["digest"]))) as layer:
+            assert layer.getmember("usr/local/bin/kube-apiserver").mode & 0o111
+    path = next(e for e in config["config"]["Env"] if e.startswith("PATH="))
+    assert "/usr/local/bin" in path.removeprefix("PATH=").split(":")
+
+
+def _blob(digest: str) -> str:
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+
+def _member(archive: tarfile.TarFile, name: str) -> IO[bytes]:
+    extracted = archive.extractfile(name)
+    assert extracted is not None, name
+    return extracted

@@ -146,4 +146,11 @@ def build(*, image_cache: Path, e2e_cache: Path | None = None) -> NodeImage:
         remove=tools.remove,
     )
     tools.log(f"kind node image {tag}: {made.archive} ({made.archive.stat().st_size / 1e6:.0f} MB)")
+    # Images of other keys are never read again; one that another run is building stays.
+    for stale in folder.parent.iterdir():
+        if stale.name.startswith(".") or stale.suffix in (".lock", ".log") or stale == folder:
+            continue
+        if cachefill.try_remove(stale, remove=tools.remove):
+            (stale.parent / f"{stale.name}.build.log").unlink(missing_ok=True)
+            tools.log(f"removed the node image of an earlier key: {stale}")
     return made

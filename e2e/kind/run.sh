@@ -104,6 +104,9 @@ else
     say "docker load $node_archive"
     docker load -i "$node_archive" >/dev/null
   fi
+  # Node images of earlier keys are never run again: keep the engine's disk to one.
+  docker images --format '{{.Repository}}:{{.Tag}}' "${node_image%:*}" | grep -vxF "$node_image" \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
   kubectl=${KUBECTL:-$("$py" -c 'from gdp_hack.kindnode import gobuilds; print(gobuilds.kubernetes() / "kubectl")')}
   config_args+=(--ours)
   say "node image: $node_image (built here)"

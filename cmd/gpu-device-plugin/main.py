@@ -90,6 +90,25 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: Path |
     return value
 
 
+def nvidia_config_file_option(help_text: str) -> Callable[[F], F]:
+    """--config-file, for serve and mps-control alike: both plan from the same file."""
+    return env_option(
+        "--config-file",
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        is_eager=True,
+        expose_value=False,
+        callback=load_config_file,
+        help=help_text,
+    )
+
+
+def resource_name_option(func: F) -> F:
+    """--resource-name, for serve and mps-control alike: both must name the same resources."""
+    return env_option(
+        "--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>."
+    )(func)
+
+
 def mps_root_option(func: F) -> F:
     """--mps-root, for serve and mps-control alike: both must name the same folder."""
     return env_option(
@@ -304,16 +323,11 @@ def main() -> None:
     callback=_load_config_file,
     help="YAML file of flag values (keys are flag names); flags and env vars win over it.",
 )
-@env_option(
-    "--config-file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    is_eager=True,
-    expose_value=False,
-    callback=load_config_file,
-    help="NVIDIA k8s-device-plugin's config file (version: v1), unchanged; flags and env vars win over it.",
+@nvidia_config_file_option(
+    "NVIDIA k8s-device-plugin's config file (version: v1), unchanged; flags and env vars win over it."
 )
 @discovery_options
-@env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>.")
+@resource_name_option
 @env_option(
     "--mig-strategy",
     type=click.Choice([s.value for s in MigStrategy]),
@@ -501,16 +515,11 @@ def serve_config(flags: dict[str, Any], sharing: Sharing | None = None) -> Serve
 
 
 @main.command("mps-control")
-@env_option(
-    "--config-file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    is_eager=True,
-    expose_value=False,
-    callback=load_config_file,
-    help="NVIDIA k8s-device-plugin's config file, the one serve reads: its sharing.mps says what to run.",
+@nvidia_config_file_option(
+    "NVIDIA k8s-device-plugin's config file, the one serve reads: its sharing.mps says what to run."
 )
 @discovery_options
-@env_option("--resource-name", default=DEFAULT_RESOURCE_NAME, help="Extended resource, <domain>/<name>.")
+@resource_name_option
 @mps_root_option
 @env_option(
     "--mps-control-bin",

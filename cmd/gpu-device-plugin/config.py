@@ -17,7 +17,7 @@ from gpu_device_plugin.backends.config import DiscoveryConfig
 from gpu_device_plugin.cluster.config import ClusterConfig
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.health.config import HealthConfig
-from gpu_device_plugin.live.config import LiveConfig
+from gpu_device_plugin.live.config import DEFAULT_REDISCOVERY_INTERVAL_S, LiveConfig
 from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 from gpu_device_plugin.resources.settings import MigStrategy, ResourceSettings, Sharing
@@ -48,7 +48,7 @@ class ServeConfig:
     """The MPS control daemons' folders on the host (NVIDIA's flags.mpsRoot); read with sharing.mps."""
     live: LiveConfig | None = None
     """--config-dir: the per-node config, chosen by a Node label and applied live; None: off."""
-    rediscovery_interval_s: float = 0.0
+    rediscovery_interval_s: float = DEFAULT_REDISCOVERY_INTERVAL_S
     """Seconds between re-discoveries (a MIG layout changed under us); 0: never."""
 
     @property

@@ -49,7 +49,7 @@ from gpu_device_plugin.health.config import (
 )
 from gpu_device_plugin.health.tracker import Recovery, RecoveryPolicy
 from gpu_device_plugin.health.xid import DEFAULT_IGNORED_XIDS, IgnoredXids
-from gpu_device_plugin.live.config import DEFAULT_NODE_LABEL, LiveConfig
+from gpu_device_plugin.live.config import DEFAULT_NODE_LABEL, DEFAULT_REDISCOVERY_INTERVAL_S, LiveConfig
 from gpu_device_plugin.mps.root import DEFAULT_MPS_ROOT, MpsRoot
 from gpu_device_plugin.resources.names import DEFAULT_RESOURCE_NAME, check_resource_name
 from gpu_device_plugin.resources.settings import MigStrategy, Sharing
@@ -286,7 +286,7 @@ def live_options(func: F) -> F:
             env_option(
                 "--rediscovery-interval",
                 type=FiniteFloat(0, MAX_PROBE_INTERVAL_S),
-                default=0.0,
+                default=DEFAULT_REDISCOVERY_INTERVAL_S,
                 help="Seconds between re-discoveries of the devices (a MIG layout changed under "
                 "us), also done on each config change; 0: never.",
             ),

@@ -24,6 +24,7 @@ from gpu_device_plugin.health.supervise import keep_running
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
 from gpu_device_plugin.live.reconciler import ConfigReconciler, Loaded, Loader, Planner, load_at_start
 from gpu_device_plugin.live.rediscover import rediscover_once, rediscovery
+from gpu_device_plugin.live.replan import replan_on_shape
 from gpu_device_plugin.mps.readiness import DaemonGate
 from gpu_device_plugin.mps.root import MpsRoot
 from gpu_device_plugin.resources.manager import ResourceManager
@@ -242,6 +243,8 @@ async def _build_and_run(
     if reconciler is not None:
         reconciler.attach(fleet)
         tasks["live-config"] = reconciler.run()
+    else:
+        tasks["replan"] = replan_on_shape(cell, fleet, config.resources, _planner(config, plan))
     if config.rediscovery_interval_s > 0:
         tasks["rediscovery"] = rediscovery(backend, cell, config.rediscovery_interval_s)
     if config.cluster.enabled:

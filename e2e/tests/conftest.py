@@ -282,6 +282,7 @@ def plugin(
                 e2e_support.fake_config(uuids),
                 local_api_port=cluster.api_port_on_node,
             ),
+            owns_shared=True,
         )
     else:
         if cluster.local is None:

@@ -201,6 +201,10 @@ class HostProcessPlugin:
             broken.unlink(missing_ok=True)
 
 
+#: What a test's own DaemonSet makes of the overlay's objects, and deletes when it stops.
+OWN_KINDS = frozenset({"DaemonSet", "ConfigMap"})
+
+
 @dataclass
 class DaemonSetPlugin:
     """The kind overlay's DaemonSet, applied with kubectl and driven through the API."""
@@ -214,8 +218,15 @@ class DaemonSetPlugin:
     log: Path | None = None
     #: the label selector of this DaemonSet's pods (a second DaemonSet beside the overlay's has its own).
     selector: str = APP_LABEL
+    #: whether stop() deletes what every DaemonSet of the suite shares (the Namespace, the
+    #: ServiceAccount, the RBAC): only the session's plugin, last to go. Another test's
+    #: DaemonSet deletes only its DaemonSet and ConfigMaps, so the next one's pods are not
+    #: refused for a missing account, nor its apply met by a Terminating Namespace.
+    owns_shared: bool = False
     started_at: float = 0.0
     restarts_seen: int = field(default=0, init=False)
+    #: the pod whose restarts restarts_seen counts: a new pod starts again from 0.
+    restarts_pod: str | None = field(default=None, init=False)
 
     @classmethod
     def render(
@@ -304,7 +315,8 @@ class DaemonSetPlugin:
         assert result.returncode == 0, f"kubectl apply of the kind overlay failed:\n{result.stderr}"
 
     def delete(self) -> None:
-        manifest = yaml.safe_dump_all(self.rendered, sort_keys=False)
+        objects = [o for o in self.rendered if self.owns_shared or o["kind"] in OWN_KINDS]
+        manifest = yaml.safe_dump_all(objects, sort_keys=False)
         subprocess.run(
             [*self.kubectl, "delete", "--ignore-not-found", "--wait=true", "--timeout=60s", "-f", "-"],
             input=manifest,
@@ -330,6 +342,11 @@ class DaemonSetPlugin:
         pod = self.pod()
         if pod is None or not pod.status or not pod.status.container_statuses:
             return None
+        if pod.metadata.uid != self.restarts_pod:
+            # Another DaemonSet of the same name ran between (a test's own config): its
+            # replacement's count starts at 0, not at what this driver saw before.
+            self.restarts_pod = pod.metadata.uid
+            self.restarts_seen = 0
         status = pod.status.container_statuses[0]
         return int(status.restart_count) if status.state and status.state.running else None
 
@@ -471,7 +488,15 @@ class DaemonSetPlugin:
     def _describe(self) -> str:
         pod = self.pod()
         if pod is None:
-            return "no pod"
+            # Why the DaemonSet made none (FailedCreate, a node it does not fit, ...).
+            name = self.daemonset["metadata"]["name"]
+            with contextlib.suppress(ApiException):
+                apps = client.AppsV1Api(self.core.api_client)
+                status = apps.read_namespaced_daemon_set(name, self.namespace)
+                events = self.core.list_namespaced_event(self.namespace).items
+                said = [f"{e.involved_object.name} {e.reason}: {e.message}" for e in events][-8:]
+                return f"no pod; DaemonSet {name} status {status.status}; events: {said}"
+            return f"no pod; DaemonSet {name} not found"
         return f"{pod.metadata.name}: phase {pod.status.phase}, containers {pod.status.container_statuses}"
 
 

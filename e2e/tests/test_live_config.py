@@ -58,7 +58,7 @@ def live_daemonset(cluster: ClusterUnderTest, uuids: list[str]) -> DaemonSetPlug
     rendered = DaemonSetPlugin.render(
         cluster.kubectl,
         e2e_support.fake_config(uuids),
-        local_api_port=cluster.local.ports["apiserver"] if cluster.local else None,
+        local_api_port=cluster.api_port_on_node,
     )
     daemonset = next(o for o in rendered if o["kind"] == "DaemonSet")
     namespace = daemonset["metadata"]["namespace"]

@@ -36,6 +36,8 @@ LARGE = f"{DOMAIN}/mig-3g.40gb"
 #: What mig-a100 gives under mixed: resource -> devices.
 COUNTS = {GPU_RESOURCE: 1, SMALL: 8, MEDIUM: 1, LARGE: 1}
 INSTANCE = "nvml-mig"
+#: The MIG plugin's re-discovery period (issue 17): a layout changed under it is seen within it.
+REDISCOVERY_S = 2
 
 
 @dataclass
@@ -80,7 +82,7 @@ def mig_plugin(
                     rendered,
                     root,
                     resource=GPU_RESOURCE,
-                    env={"GPU_DP_MIG_STRATEGY": "mixed"},
+                    env={"GPU_DP_MIG_STRATEGY": "mixed", "GPU_DP_REDISCOVERY_INTERVAL": str(REDISCOVERY_S)},
                     name="gpu-device-plugin-mig",
                     instance=INSTANCE,
                 )
@@ -95,7 +97,7 @@ def mig_plugin(
             local.device_plugin_dir,
             local.log_path("gpu-device-plugin-mig"),
             resource=GPU_RESOURCE,
-            extra=("--mig-strategy", "mixed"),
+            extra=("--mig-strategy", "mixed", "--rediscovery-interval", str(REDISCOVERY_S)),
         )
         process.start()
         stop = process.stop
@@ -152,3 +154,25 @@ def test_an_xid_on_a_parent_takes_its_mig_devices_out_and_back(
         assert e2e_support.node_resource(node, "allocatable", resource) == COUNTS[resource], resource
     # The quiet period of correct probes, then every instance of GPU 0 back.
     healthy_mig.wait(cluster, {SMALL: 8}, timeout=QUIET_PERIOD_S + 20)
+
+
+def test_a_mig_layout_change_is_followed_without_a_restart(
+    cluster: ClusterUnderTest, healthy_mig: MigPlugin
+) -> None:
+    driver = healthy_mig.driver
+    spec = driver.profile.devices[1].mig
+    assert spec is not None
+    first = list(spec.instances)
+    started = time.monotonic()
+    # An operator re-partitions GPU 1 (mig-parted): its 3g.40gb and 2g.20gb destroyed, six
+    # 1g.10gb made; its 1g.10gb (GI 13) is left alone and keeps its UUID.
+    driver.set_mig_layout(1, [*({"profile": "1g.10gb", "gi": gi} for gi in range(7, 13)), first[2]])
+    try:
+        healthy_mig.wait(cluster, {SMALL: 14, MEDIUM: 0, LARGE: 0}, timeout=REDISCOVERY_S + 20)
+        print(f"MIG layout change to allocatable on the Node: {time.monotonic() - started:.2f} s")
+        node = cluster.core.read_node(cluster.node_name)
+        assert e2e_support.node_resource(node, "allocatable", GPU_RESOURCE) == COUNTS[GPU_RESOURCE]
+    finally:
+        driver.set_mig_layout(1, first)
+    # And back, by the same path: the profiles GPU 1 had are served again.
+    healthy_mig.wait(cluster, COUNTS, timeout=REDISCOVERY_S + 60)

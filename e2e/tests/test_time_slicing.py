@@ -84,7 +84,7 @@ def make_driver(
         rendered = DaemonSetPlugin.render(
             cluster.kubectl,
             e2e_support.fake_config(uuids),
-            local_api_port=cluster.local.ports["apiserver"] if cluster.local else None,
+            local_api_port=cluster.api_port_on_node,
             overlay=OVERLAY,
         )
         _use_file(rendered, text, probe_resource=resource)

@@ -18,7 +18,9 @@ ALLOCATE = "/v1beta1.DevicePlugin/Allocate"
 PREFERRED = "/v1beta1.DevicePlugin/GetPreferredAllocation"
 
 
-def require_traces(plugin: PluginUnderTest) -> TracesUnderTest:
+@pytest.fixture
+def traces(plugin: PluginUnderTest) -> TracesUnderTest:
+    """The plugin's traces; first in each test's arguments, so a skip waits for nothing else."""
     if plugin.traces is None:
         why = "only the suite's own host-process plugin exports to its Jaeger (E2E_PLUGIN=process)"
         pytest.skip(reason=why)
@@ -26,9 +28,8 @@ def require_traces(plugin: PluginUnderTest) -> TracesUnderTest:
 
 
 def test_a_pods_allocation_is_traceable_in_jaeger(
-    cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest
+    traces: TracesUnderTest, cluster: ClusterUnderTest, pods: Pods, healthy_plugin: PluginUnderTest
 ) -> None:
-    traces = require_traces(healthy_plugin)
     name = pods.create("traced", gpus=2)
     pods.running(name)
     devices = pods.devices(name)
@@ -75,9 +76,8 @@ def test_a_pods_allocation_is_traceable_in_jaeger(
 
 
 def test_registration_and_discovery_are_in_jaeger(
-    cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest
+    traces: TracesUnderTest, cluster: ClusterUnderTest, healthy_plugin: PluginUnderTest
 ) -> None:
-    traces = require_traces(healthy_plugin)
 
     def accepted(span: StoredSpan) -> bool:
         return span.status_code != STATUS_ERROR

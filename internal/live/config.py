@@ -10,6 +10,9 @@ from gpu_device_plugin.errors import ConfigError
 
 #: NVIDIA's label (their config-manager's --node-label default).
 DEFAULT_NODE_LABEL = "nvidia.com/device-plugin.config"
+#: Between re-discoveries (live/rediscover.py): a re-partitioned GPU is served within a
+#: minute, and a discovery that finds the same devices publishes nothing, wakes no stream.
+DEFAULT_REDISCOVERY_INTERVAL_S = 60.0
 # A label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_NAME}$")

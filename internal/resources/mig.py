@@ -152,6 +152,12 @@ class SingleMigManager:
         check_resource_name(self.resource_name)
 
     def devices(self, inventory: Inventory) -> Inventory:
+        try:
+            check_single(inventory)
+        except ConfigError:
+            # Re-partitioned under the plugin into a layout `single` cannot serve: none of
+            # it, never two profiles under one name (the replan's warning says why).
+            return replace(inventory, devices=(), mig_devices=(), parents=())
         return instance_view(inventory, lambda m: True)
 
     def allocate(

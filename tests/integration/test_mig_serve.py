@@ -24,6 +24,7 @@ import pytest
 from gdp_hack.nvmlfake import FakeDriver
 from gpu_device_plugin.api.v1beta1 import api_pb2 as pb
 from gpu_device_plugin.server.kubelet_standin import Registration, StandinKubelet
+from gpu_device_plugin.server.sockets import our_sockets
 
 PLUGIN = [sys.executable, "-m", "gpu_device_plugin.cli"]
 FAST_HEALTH = ("--health-probe-interval", "0.2", "--health-quiet-period", "1")
@@ -306,3 +307,99 @@ async def test_none_serves_whole_gpus_with_one_warning_per_mig_gpu(
     assert len(warnings) == 2
     assert all("WARNING" in w for w in warnings)
     assert any("GPU 0 (GPU-e1000000-0000-4000-8000-000000000000) has MIG mode enabled" in w for w in warnings)
+
+
+def latest_of(kubelet: StandinKubelet, name: str) -> Registration | None:
+    found = [r for r in kubelet.registrations if r.request.resource_name == name and r.updates]
+    return found[-1] if found else None
+
+
+async def test_a_mig_layout_changed_under_the_plugin_is_followed_without_a_restart(
+    fake_driver: FakeDriver, mig_serve: Start, kubelet: StandinKubelet
+) -> None:
+    """Issue 17: an operator re-partitions GPU 1 (mig-parted); re-discovery republishes the mig-*."""
+    serve = await mig_serve(fake_driver, "--mig-strategy", "mixed", "--rediscovery-interval", "0.5")
+    resources = await serve.resources(4)
+    small = resources["nvidia.com/mig-1g.10gb"]
+    untouched = {GPU: resources[GPU], "nvidia.com/mig-1g.10gb": small}
+
+    # GPU 1's 3g.40gb and 2g.20gb are destroyed and six 1g.10gb made (GI 7..12); its
+    # 1g.10gb of GI 13 is left alone, so it keeps its UUID, as on a real driver.
+    fake_driver.set_mig_layout(
+        1,
+        [
+            *({"profile": "1g.10gb", "gi": gi} for gi in range(7, 13)),
+            {"profile": "1g.10gb", "gi": 13, "uuid": GPU1_1G},
+        ],
+    )
+
+    await kubelet.wait_for(lambda: len(small.latest.devices) == 14, timeout=15)
+    spec = fake_driver.profile.devices[1].mig
+    assert spec is not None
+    gpu1_1g = [fake_driver.profile.mig_uuid(1, instance) for instance in spec.instances]
+    # The instances that were there keep their ids (GPU 0's seven and GPU 1's GI 13), on
+    # the same stream: the kubelet's checkpoint of a running pod still names a device.
+    assert set(ids(small)) == {*GPU0_1G, *gpu1_1g}
+    assert GPU1_1G in gpu1_1g
+    # The profiles GPU 1 no longer has stop serving; the rest keep their registration.
+    for gone in ("nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb"):
+        await kubelet.wait_for(lambda gone=gone: not our_sockets(kubelet.plugin_dir, gone), timeout=15)
+    for name, registration in untouched.items():
+        assert [r for r in kubelet.registrations if r.request.resource_name == name] == [registration]
+    response = await allocate(small, gpu1_1g[0])
+    assert response.envs["NVIDIA_VISIBLE_DEVICES"] == gpu1_1g[0]
+
+    # Back to the first layout: the profiles return under their old ids, a new registration each.
+    fake_driver.set_mig_layout(
+        1,
+        [
+            {"profile": "3g.40gb", "gi": 1, "uuid": GPU1_3G},
+            {"profile": "2g.20gb", "gi": 5, "uuid": GPU1_2G},
+            {"profile": "1g.10gb", "gi": 13, "uuid": GPU1_1G},
+        ],
+    )
+    await kubelet.wait_for(lambda: len(small.latest.devices) == 8, timeout=15)
+    first_large = resources["nvidia.com/mig-3g.40gb"]
+
+    def large_again() -> Registration | None:
+        found = latest_of(kubelet, "nvidia.com/mig-3g.40gb")
+        return found if found is not first_large else None
+
+    large = await kubelet.wait_for(large_again, timeout=15)
+    assert ids(large) == [GPU1_3G]
+    assert serve.process.returncode is None
+    code, log = await serve.stop()
+    assert code == 0
+    assert "Traceback" not in log
+    assert "re-discovery: the devices changed" in log
+
+
+async def test_a_layout_single_cannot_serve_keeps_the_last_plan_and_says_why(
+    fake_driver: FakeDriver, mig_serve: Start, kubelet: StandinKubelet
+) -> None:
+    for gpu in (1, 2):
+        fake_driver.set_mig_layout(gpu, [{"profile": "1g.10gb", "gi": 7 + k} for k in range(7)])
+    serve = await mig_serve(fake_driver, "--mig-strategy", "single", "--rediscovery-interval", "0.3")
+    resources = await serve.resources(1)
+    served = ids(resources[GPU])
+    assert len(served) == 21
+
+    # GPU 2 re-partitioned into another profile: `single` cannot serve the node as it is now.
+    fake_driver.set_mig_layout(2, [{"profile": "3g.40gb", "gi": 1}, {"profile": "3g.40gb", "gi": 2}])
+
+    # Two profiles under one name would hand a pod either: none is served, on the same stream.
+    await kubelet.wait_for(lambda: not resources[GPU].latest.devices, timeout=15)
+    assert serve.process.returncode is None
+    assert len(kubelet.registrations) == 1
+
+    # Uniform again (the same instances made again: the fake gives them the same UUIDs).
+    fake_driver.set_mig_layout(2, [{"profile": "1g.10gb", "gi": 7 + k} for k in range(7)])
+    await kubelet.wait_for(lambda: len(resources[GPU].latest.devices) == 21, timeout=15)
+    assert sorted(ids(resources[GPU])) == sorted(served)
+    code, log = await serve.stop()
+    assert code == 0
+    refusals = [line for line in log.splitlines() if "cannot be served so" in line]
+    assert len(refusals) == 1, log
+    assert "WARNING" in refusals[0]
+    assert "single needs one MIG profile on every GPU" in refusals[0]
+    assert "keeping the last plan" in refusals[0]

@@ -93,23 +93,25 @@ async def serve(
     endpoint: MetricsEndpoint | None = None
     if config.metrics_address is not None:
         endpoint = MetricsEndpoint(metrics or Metrics(), config.metrics_address)
+    inputs = _Inputs(managers, otlp_metrics, config_line, load_config, on_registered, started, plan)
     try:
-        await _serve(
-            config,
-            managers,
-            tracing,
-            stop,
-            endpoint=endpoint,
-            otlp_metrics=otlp_metrics,
-            config_line=config_line,
-            load_config=load_config,
-            on_registered=on_registered,
-            started=started,
-            plan=plan,
-        )
+        await _serve(config, inputs, tracing, stop, endpoint=endpoint)
     finally:
         if endpoint is not None:
             await endpoint.close()
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What serve() was given beside the config, carried as it is to where it is used."""
+
+    managers: Sequence[ResourceManager] | None
+    otlp_metrics: MetricsSink | None
+    config_line: str | None
+    load_config: Loader | None
+    on_registered: OnRegistered | None
+    started: asyncio.Future[Running] | None
+    plan: Planner
 
 
 class Running:
@@ -130,34 +132,15 @@ class Running:
 
 async def _serve(
     config: ServeConfig,
-    managers: Sequence[ResourceManager] | None,
+    inputs: _Inputs,
     tracing: Tracing,
     stop: asyncio.Event | None,
     *,
     endpoint: MetricsEndpoint | None,
-    otlp_metrics: MetricsSink | None,
-    config_line: str | None = None,
-    load_config: Loader | None = None,
-    on_registered: OnRegistered | None = None,
-    started: asyncio.Future[Running] | None = None,
-    plan: Planner = plan_resources,
 ) -> None:
     tasks: dict[str, Coroutine[Any, Any, None]] = {}
     try:
-        await _build_and_run(
-            config,
-            managers,
-            tracing,
-            stop,
-            tasks,
-            endpoint=endpoint,
-            otlp_metrics=otlp_metrics,
-            config_line=config_line,
-            load_config=load_config,
-            on_registered=on_registered,
-            started=started,
-            plan=plan,
-        )
+        await _build_and_run(config, inputs, tracing, stop, tasks, endpoint=endpoint)
     finally:
         # What was built but never run (a refusal at start): closed, so nothing is left pending.
         for coro in tasks.values():
@@ -166,21 +149,18 @@ async def _serve(
 
 async def _build_and_run(
     config: ServeConfig,
-    managers: Sequence[ResourceManager] | None,
+    inputs: _Inputs,
     tracing: Tracing,
     stop: asyncio.Event | None,
     tasks: dict[str, Coroutine[Any, Any, None]],
     *,
     endpoint: MetricsEndpoint | None,
-    otlp_metrics: MetricsSink | None,
-    config_line: str | None,
-    load_config: Loader | None,
-    on_registered: OnRegistered | None,
-    started: asyncio.Future[Running] | None,
-    plan: Planner,
 ) -> None:
+    # What the per-node config replaces at start; the rest is read from `inputs`.
+    managers, config_line, plan = inputs.managers, inputs.config_line, inputs.plan
     live: _LiveStart | None = None
     if config.live is not None:
+        load_config = inputs.load_config
         assert load_config is not None
         # The label decides the config, the config what is discovered and served: read first.
         session, labels, label = await _first_label(config, tasks)
@@ -193,7 +173,7 @@ async def _build_and_run(
     )
     # The one snapshot cell: health publishes into it, every resource's server follows it.
     cell = SnapshotCell(inventory)
-    pushed: list[MetricsSink] = [] if otlp_metrics is None else [otlp_metrics]
+    pushed: list[MetricsSink] = [] if inputs.otlp_metrics is None else [inputs.otlp_metrics]
     sink = combined([endpoint.metrics, *pushed] if endpoint is not None else pushed)
     reconciler: ConfigReconciler | None = None
     if live is not None:
@@ -236,7 +216,7 @@ async def _build_and_run(
         # One gauge task per resource, the same for every one (and for those a config adds).
         record_devices=endpoint is not None or bool(pushed),
         health=health_service.servicer,
-        on_registered=on_registered,
+        on_registered=inputs.on_registered,
     )
     fleet.start(managers)
     tasks["plugin-servers"] = fleet.run()
@@ -262,8 +242,8 @@ async def _build_and_run(
                 session=live.session if live is not None else None,
             )
         )
-    if started is not None:
-        started.set_result(Running(cell, fleet, applied, reconciler))
+    if inputs.started is not None:
+        inputs.started.set_result(Running(cell, fleet, applied, reconciler))
     await run_root_tasks(tasks, stop=stop)
 
 

@@ -300,6 +300,42 @@ def plugin_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GPU_DP_")}
 
 
+class HostCommand:
+    """One of our commands (`serve`, `mps-control`) as a host process of the node, its output
+    appended to `log`; `env` (default: plugin_env() without OTLP export) is the whole environment."""
+
+    def __init__(self, args: list[str], log: Path, *, env: dict[str, str] | None = None) -> None:
+        self.command = [str(plugin_binary()), *args]
+        self.log = log
+        self.env = env if env is not None else plugin_env() | {"OTEL_SDK_DISABLED": "true"}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            out.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(self.command)}\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; its exit code, None if it never ran or was killed."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            return None
+
+
 @dataclass
 class PluginProcess:
     """The device plugin as a host process on the node, serving the fake backend."""

@@ -22,7 +22,7 @@ from typing import Any
 import e2e_support
 import pytest
 from drivers import APP_LABEL, DaemonSetPlugin
-from test_nvml import INSTANCE_LABEL, QUIET_PERIOD_S, _HostProcess, nvml_daemonset
+from test_nvml import INSTANCE_LABEL, QUIET_PERIOD_S, nvml_daemonset, nvml_host_process
 
 from conftest import ClusterUnderTest, PluginUnderTest, Pods, plugin_mode
 from gdp_hack.nvmlfake import FakeDriver, build
@@ -92,7 +92,7 @@ def mig_plugin(
         daemonset.start()
         stop = daemonset.stop
     else:
-        process = _HostProcess(
+        process = nvml_host_process(
             root,
             local.device_plugin_dir,
             local.log_path("gpu-device-plugin-mig"),

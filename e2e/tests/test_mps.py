@@ -13,10 +13,7 @@ kubelet's side of MPS.
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,39 +29,6 @@ GPUS = 2
 REPLICAS = 4
 
 
-class HostProcess:
-    """One of our commands as a host process of the node, its output in the cluster's logs."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.command = [str(e2e_support.plugin_binary()), *args]
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            out.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(self.command)}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=e2e_support.plugin_env() | {"OTEL_SDK_DISABLED": "true"},
-                start_new_session=True,
-            )
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            return None
-
-
 @pytest.fixture(scope="module")
 def mps_root() -> Iterator[Path]:
     # Short (the fake's control socket lives under it), and readable by the pods' root.
@@ -77,7 +41,7 @@ def mps_root() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def setup(
     cluster: ClusterUnderTest, mps_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[HostProcess, HostProcess]]:
+) -> Iterator[tuple[e2e_support.HostCommand, e2e_support.HostCommand]]:
     local = cluster.require_host_control()
     config = tmp_path_factory.mktemp("mps-config") / "config.yaml"
     config.write_text(
@@ -85,11 +49,11 @@ def setup(
         f"sharing:\n  mps:\n    resources:\n      - name: {RESOURCE}\n        replicas: {REPLICAS}\n"
     )
     common = ["--fake-devices", str(GPUS), "--resource-name", RESOURCE, "--config-file", str(config)]
-    serve = HostProcess(
+    serve = e2e_support.HostCommand(
         ["serve", *common, "--device-plugin-dir", str(local.device_plugin_dir)],
         local.log_path("gpu-device-plugin-mps"),
     )
-    sidecar = HostProcess(
+    sidecar = e2e_support.HostCommand(
         ["mps-control", *common, "--mps-control-bin", str(BINARY)], local.log_path("mps-control")
     )
     try:
@@ -131,7 +95,7 @@ def printed(core: client.CoreV1Api, namespace: str, name: str, *, timeout: float
 
 def test_replicas_are_allocatable_only_while_the_daemon_is_ready_and_pods_get_its_pipe(
     cluster: ClusterUnderTest,
-    setup: tuple[HostProcess, HostProcess],
+    setup: tuple[e2e_support.HostCommand, e2e_support.HostCommand],
     pods: Pods,
     namespace: str,
     mps_root: Path,

@@ -15,8 +15,6 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,50 +53,27 @@ class NvmlPlugin:
         )
 
 
-class _HostProcess:
+def nvml_host_process(
+    root: Path,
+    plugin_dir: Path,
+    log: Path,
+    *,
+    resource: str = NVML_RESOURCE,
+    extra: Sequence[str] = (),
+) -> e2e_support.HostCommand:
     """`serve --discovery nvml --driver-root ROOT` as a host process of the local node."""
-
-    def __init__(
-        self,
-        root: Path,
-        plugin_dir: Path,
-        log: Path,
-        *,
-        resource: str = NVML_RESOURCE,
-        extra: Sequence[str] = (),
-    ) -> None:
-        self.command = [
-            str(e2e_support.plugin_binary()), "serve",
-            "--discovery", "nvml", "--driver-root", str(root),
-            "--device-plugin-dir", str(plugin_dir), "--resource-name", resource, *extra,
-        ]  # fmt: skip
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            out.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(self.command)}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Nothing of the caller's driver set-up: the driver root alone must find the library.
-                env={k: v for k, v in e2e_support.plugin_env().items() if k != "LD_LIBRARY_PATH"}
-                | HEALTH_ENV
-                | {"OTEL_SDK_DISABLED": "true"},
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    args = [
+        "serve", "--discovery", "nvml", "--driver-root", str(root),
+        "--device-plugin-dir", str(plugin_dir), "--resource-name", resource, *extra,
+    ]  # fmt: skip
+    return e2e_support.HostCommand(
+        args,
+        log,
+        # Nothing of the caller's driver set-up: the driver root alone must find the library.
+        env={k: v for k, v in e2e_support.plugin_env().items() if k != "LD_LIBRARY_PATH"}
+        | HEALTH_ENV
+        | {"OTEL_SDK_DISABLED": "true"},
+    )
 
 
 def nvml_daemonset(
@@ -183,7 +158,7 @@ def nvml_plugin(
         stop = daemonset.stop
     else:
         assert local is not None
-        process = _HostProcess(root, local.device_plugin_dir, local.log_path("gpu-device-plugin-nvml"))
+        process = nvml_host_process(root, local.device_plugin_dir, local.log_path("gpu-device-plugin-nvml"))
         process.start()
         stop = process.stop
     try:

@@ -196,6 +196,37 @@ class Buildkitd:
                 "force-compression=true",
             ]
         )
+        self.build_dockerfile(
+            context=context,
+            layouts={"build-base": bases.build, "runtime-base": bases.runtime},
+            opts={
+                "build-arg:BUILD_BASE": BUILD_BASE_REF,
+                f"context:{BUILD_BASE_REF}": f"oci-layout://build-base:{debian.TAG}@{bases.digest(bases.build)}",
+                "build-arg:BASE": RUNTIME_BASE_REF,
+                f"context:{RUNTIME_BASE_REF}": f"oci-layout://runtime-base:{debian.TAG}@{bases.digest(bases.runtime)}",
+                **{f"build-arg:{key}": value for key, value in sorted(build_args.items())},
+            },
+            exporter=exporter,
+            secrets=secrets,
+            source_date_epoch=build_args.get("SOURCE_DATE_EPOCH"),
+            what="buildctl build",
+            log_file=log_file,
+        )
+
+    def build_dockerfile(
+        self,
+        *,
+        context: Path,
+        layouts: Mapping[str, Path],
+        opts: Mapping[str, str],
+        exporter: str,
+        log_file: Path,
+        what: str,
+        secrets: Mapping[str, Path] | None = None,
+        source_date_epoch: str | None = None,
+    ) -> None:
+        """`buildctl build` of the Dockerfile in `context`: each named OCI layout a build
+        context, each opt a frontend option (build-arg:..., context:...), out through `exporter`."""
         command: list[str | Path] = [
             self.buildctl,
             "--addr",
@@ -207,26 +238,15 @@ class Buildkitd:
             f"context={context}",
             "--local",
             f"dockerfile={context}",
-            "--oci-layout",
-            f"build-base={bases.build}",
-            "--oci-layout",
-            f"runtime-base={bases.runtime}",
-            "--opt",
-            f"build-arg:BUILD_BASE={BUILD_BASE_REF}",
-            "--opt",
-            f"context:{BUILD_BASE_REF}=oci-layout://build-base:{debian.TAG}@{bases.digest(bases.build)}",
-            "--opt",
-            f"build-arg:BASE={RUNTIME_BASE_REF}",
-            "--opt",
-            f"context:{RUNTIME_BASE_REF}=oci-layout://runtime-base:{debian.TAG}@{bases.digest(bases.runtime)}",
-            "--output",
-            exporter,
         ]
-        for key, value in sorted(build_args.items()):
-            command += ["--opt", f"build-arg:{key}={value}"]
-        for key, source in sorted(secrets.items()):
+        for name, layout in layouts.items():
+            command += ["--oci-layout", f"{name}={layout}"]
+        for key, value in opts.items():
+            command += ["--opt", f"{key}={value}"]
+        command += ["--output", exporter]
+        for key, source in sorted((secrets or {}).items()):
             command += ["--secret", f"id={key},src={source}"]
         env = dict(os.environ)
-        if "SOURCE_DATE_EPOCH" in build_args:
-            env["SOURCE_DATE_EPOCH"] = build_args["SOURCE_DATE_EPOCH"]
-        tools.run(command, what="buildctl build", log_file=log_file, env=env)
+        if source_date_epoch is not None:
+            env["SOURCE_DATE_EPOCH"] = source_date_epoch
+        tools.run(command, what=what, log_file=log_file, env=env)

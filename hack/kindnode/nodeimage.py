@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -104,34 +103,19 @@ def build(*, image_cache: Path, e2e_cache: Path | None = None) -> NodeImage:
             exporter = ",".join(["type=docker", f"dest={output}", f"name={tag}", "rewrite-timestamp=true"])
             state = image_cache / "kind-node-buildkitd-state"
             with buildkit.Buildkitd(buildkitd=buildkitd, buildctl=buildctl, state=state, runc=runc) as daemon:
-                tools.run(
-                    [
-                        buildctl,
-                        "--addr",
-                        daemon.address,
-                        "build",
-                        "--progress=plain",
-                        "--frontend=dockerfile.v0",
-                        "--local",
-                        f"context={context}",
-                        "--local",
-                        f"dockerfile={context}",
-                        "--oci-layout",
-                        f"rootfs={base}",
-                        "--opt",
-                        f"build-arg:BASE={BASE_REF}",
-                        "--opt",
-                        f"context:{BASE_REF}=oci-layout://rootfs:{rootfs.SUITE}@{rootfs.digest(base)}",
-                        "--opt",
-                        f"build-arg:KUBERNETES_VERSION={versions.kubernetes()}",
-                        "--opt",
-                        f"build-arg:SOURCE_DATE_EPOCH={epoch}",
-                        "--output",
-                        exporter,
-                    ],
+                daemon.build_dockerfile(
+                    context=context,
+                    layouts={"rootfs": base},
+                    opts={
+                        "build-arg:BASE": BASE_REF,
+                        f"context:{BASE_REF}": f"oci-layout://rootfs:{rootfs.SUITE}@{rootfs.digest(base)}",
+                        "build-arg:KUBERNETES_VERSION": versions.kubernetes(),
+                        "build-arg:SOURCE_DATE_EPOCH": str(epoch),
+                    },
+                    exporter=exporter,
+                    source_date_epoch=str(epoch),
                     what="buildctl build (kind node)",
                     log_file=staging.parent / f"{image_key}.build.log",
-                    env=dict(os.environ, SOURCE_DATE_EPOCH=str(epoch)),
                 )
             (staging / "tag").write_text(tag + "\n")
         finally:

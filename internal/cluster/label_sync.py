@@ -35,6 +35,7 @@ from gpu_device_plugin.cluster.offloop import off_loop
 from gpu_device_plugin.cluster.outage_log import OutageLog
 from gpu_device_plugin.cluster.session import ClusterSession
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.inventory.cell import first_of
 from gpu_device_plugin.resources.settings import ResourceSettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class NodeLabeler:
             async with asyncio.timeout(self._resync_s):
                 # Versions, not events alone: a change during _converge returns at once.
                 while (self._cell.version, self._settings.version) == seen:
-                    await _either(self._cell.next_change(), self._settings.next_change())
+                    await first_of(self._cell.next_change(), self._settings.next_change())
         except TimeoutError:
             return False
         return True
@@ -145,16 +146,3 @@ class NodeLabeler:
             len(patch) - len(removed),
             f", removed {', '.join(removed)}" if removed else "",
         )
-
-
-async def _either(*events: asyncio.Event) -> None:
-    """Until one of `events` is set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        # wait(), not `await waiter` under suppress(CancelledError), which would also swallow
-        # this task's own cancellation arriving meanwhile.
-        await asyncio.wait(waiters)

@@ -74,3 +74,18 @@ class SnapshotCell(Generic[T]):
         while self._version < version:
             await self._changed.wait()
         return self._value
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Until one of `events` is set (at once if one is): what follows two cells waits on."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        # wait(), not `await waiter` under suppress(CancelledError), which would also swallow
+        # the caller's own cancellation arriving meanwhile.
+        await asyncio.wait(waiters)

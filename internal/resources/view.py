@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
+from gpu_device_plugin.inventory.cell import first_of
 from gpu_device_plugin.resources.manager import ResourceManager
 
 
@@ -91,18 +92,4 @@ class ResourceView:
             if view is not last:
                 last = view
                 yield view
-            await _first_of(published, swapped)
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    if any(e.is_set() for e in events):
-        return
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        # wait(), not `await waiter` under suppress(CancelledError), which would also swallow
-        # the stream's own cancellation arriving meanwhile.
-        await asyncio.wait(waiters)
+            await first_of(published, swapped)

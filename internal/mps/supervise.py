@@ -227,7 +227,15 @@ class DaemonSupervisor:
             log.warning("MPS control daemon for %s ignored SIGTERM: killing it", self.name)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await asyncio.shield(exited)
+            # Bounded even now: an exit that is never reported (a child reaped elsewhere, a
+            # process stuck in the kernel) must not keep the supervisor, or a stop, waiting.
+            if not await _exits(exited, self.stop_timeout_s):
+                log.error(
+                    "MPS control daemon for %s (pid %d): no exit seen %g s after SIGKILL; going on",
+                    self.name,
+                    proc.pid,
+                    self.stop_timeout_s,
+                )
 
     async def _forward(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None

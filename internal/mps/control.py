@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +47,33 @@ class ControlClient:
             raise MpsControlError(f"cannot run {self.binary}: {err.strerror or err}") from err
         text = "".join(f"{c}\n" for c in commands).encode()
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(text), self.timeout_s)
-        except (TimeoutError, asyncio.CancelledError) as err:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            if isinstance(err, asyncio.CancelledError):
-                raise
+            # asyncio.timeout, not wait_for: on 3.11 a wait_for cancelled from outside waits
+            # for communicate() to end, and that waits for the client's stdout to close,
+            # which a stuck client never does (a supervisor's stop hung there, under load).
+            async with asyncio.timeout(self.timeout_s):
+                out, _ = await proc.communicate(text)
+        except TimeoutError as err:
+            await _end(proc, self.timeout_s)
             raise MpsControlError(
                 f"{commands[0] if commands else 'a client'}: no answer within {self.timeout_s:g} s"
             ) from err
+        except asyncio.CancelledError:
+            await _end(proc, self.timeout_s)
+            raise
         answer = out.decode(errors="replace")
         if proc.returncode != 0:
             first = next((line.strip() for line in answer.splitlines() if line.strip()), "no output")
             raise MpsControlError(f"{' / '.join(commands)}: exit {proc.returncode}: {first[:200]}")
         return answer
+
+
+async def _end(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """SIGKILL to the client's session (it is its own), our end of its stdin closed, its exit
+    awaited for at most `timeout`: asyncio reports an exit only once every pipe is closed."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.stdin is not None:
+        proc.stdin.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await proc.wait()

@@ -11,7 +11,7 @@ import pytest
 
 from gpu_device_plugin.backends.config import DiscoveryConfig, DiscoveryKind
 from gpu_device_plugin.cli.config import ServeConfig
-from gpu_device_plugin.cli.serve import serve
+from gpu_device_plugin.cli.serve import Running, serve
 from gpu_device_plugin.server.kubelet_standin import StandinKubelet
 from gpu_device_plugin.telemetry.metrics import Metrics, MetricsSink
 from gpu_device_plugin.telemetry.tracing import Tracing, noop_tracing
@@ -52,9 +52,13 @@ async def kubelet(plugin_dir: Path) -> AsyncIterator[StandinKubelet]:
 
 
 class RunningPlugin:
-    def __init__(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    def __init__(
+        self, task: asyncio.Task[None], stop: asyncio.Event, started: asyncio.Future[Running]
+    ) -> None:
         self.task = task
         self.stop = stop
+        #: the running parts (its inventory cell, its fleet), once it serves
+        self.started = started
 
     async def shutdown(self) -> None:
         self.stop.set()
@@ -78,10 +82,18 @@ async def start_plugin(plugin_dir: Path) -> AsyncIterator[Callable[..., RunningP
             **overrides,  # type: ignore[arg-type]
         )
         stop = asyncio.Event()
+        started: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            serve(config, tracing or noop_tracing(), stop, metrics=metrics, otlp_metrics=otlp_metrics)
+            serve(
+                config,
+                tracing or noop_tracing(),
+                stop,
+                metrics=metrics,
+                otlp_metrics=otlp_metrics,
+                started=started,
+            )
         )
-        plugin = RunningPlugin(task, stop)
+        plugin = RunningPlugin(task, stop, started)
         running.append(plugin)
         return plugin
 

@@ -49,7 +49,7 @@ DAEMON_WAITERS = 2
 async def test_after_200_cancelled_streams_every_live_stream_hears_every_change(
     kubelet: StandinKubelet, fake_config: Path, start_plugin
 ) -> None:
-    start_plugin(fake_config)
+    plugin = start_plugin(fake_config)
     registration = await kubelet.wait_registered()
     socket = f"unix://{kubelet.plugin_dir / registration.request.endpoint}"
     tasks_before = len(asyncio.all_tasks())
@@ -77,14 +77,5 @@ async def test_after_200_cancelled_streams_every_live_stream_hears_every_change(
     gc.collect()
     # Nothing left of the 203 streams: no task and no waiter beyond the daemon's own.
     await eventually(lambda: len(asyncio.all_tasks()) <= tasks_before, what="stream tasks ended")
-    cell = _plugin_cell()
+    cell = (await plugin.started).cell
     await eventually(lambda: len(cell._changed._waiters or ()) == DAEMON_WAITERS, what="waiters released")
-
-
-def _plugin_cell():  # type: ignore[no-untyped-def]
-    from gpu_device_plugin.inventory import Inventory, SnapshotCell
-
-    # The inventory's cell (the health-check status has a cell of its own).
-    cells = [o for o in gc.get_objects() if isinstance(o, SnapshotCell) and isinstance(o.value, Inventory)]
-    assert len(cells) == 1
-    return cells[0]

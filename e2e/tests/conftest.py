@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import e2e_support
 import pytest
@@ -88,6 +89,19 @@ class ClusterUnderTest:
         if self.local is not None:
             return self.local.kubelet_metrics()
         return str(self.core.connect_get_node_proxy_with_path(self.node_name, "metrics"))
+
+    def daemonset(self, rendered: list[dict[str, Any]], log_name: str, **extra: Any) -> DaemonSetPlugin:
+        """A DaemonSetPlugin applying `rendered` on this node; on the local cluster its pod's
+        logs are kept under `log_name` when it stops."""
+        return DaemonSetPlugin(
+            core=self.core,
+            kubectl=self.kubectl,
+            node=self.node,
+            node_name=self.node_name,
+            log=self.local.log_path(log_name) if self.local else None,
+            rendered=rendered,
+            **extra,
+        )
 
     def require_host_control(self) -> LocalCluster:
         if self.local is None:
@@ -271,17 +285,11 @@ def plugin(
         yield PluginUnderTest(uuids=[], driver=None)
         return
     if mode == "daemonset":
-        driver = DaemonSetPlugin(
-            core=cluster.core,
-            kubectl=cluster.kubectl,
-            node=cluster.node,
-            node_name=cluster.node_name,
-            log=cluster.local.log_path("gpu-device-plugin-pod") if cluster.local else None,
-            rendered=DaemonSetPlugin.render(
-                cluster.kubectl,
-                e2e_support.fake_config(uuids),
-                local_api_port=cluster.api_port_on_node,
+        driver = cluster.daemonset(
+            DaemonSetPlugin.render(
+                cluster.kubectl, e2e_support.fake_config(uuids), local_api_port=cluster.api_port_on_node
             ),
+            "gpu-device-plugin-pod",
             owns_shared=True,
         )
     else:

@@ -85,15 +85,8 @@ def live_daemonset(cluster: ClusterUnderTest, uuids: list[str]) -> DaemonSetPlug
         container["env"].append({"name": "GPU_DP_CONFIG_DIR", "value": CONFIG_DIR})
         for probe in PROBES:
             container[probe]["exec"]["command"] += ["--resource-name", SHARED]
-    return DaemonSetPlugin(
-        core=cluster.core,
-        kubectl=cluster.kubectl,
-        node=cluster.node,
-        node_name=cluster.node_name,
-        log=cluster.local.log_path("gpu-device-plugin-live-pod") if cluster.local else None,
-        # After the Namespace the overlay renders first: apply creates them in order.
-        rendered=[*rendered, configmap],
-    )
+    # After the Namespace the overlay renders first: apply creates them in order.
+    return cluster.daemonset([*rendered, configmap], "gpu-device-plugin-live-pod")
 
 
 def live_process(cluster: ClusterUnderTest, uuids: list[str], folder: Path) -> HostProcessPlugin:

@@ -145,13 +145,9 @@ def nvml_plugin(
             e2e_support.fake_config(e2e_support.fake_uuids(8)),
             local_api_port=cluster.api_port_on_node,
         )
-        daemonset = DaemonSetPlugin(
-            core=cluster.core,
-            kubectl=cluster.kubectl,
-            node=cluster.node,
-            node_name=cluster.node_name,
-            log=local.log_path("gpu-device-plugin-nvml-pod") if local else None,
-            rendered=[nvml_daemonset(rendered, root)],
+        daemonset = cluster.daemonset(
+            [nvml_daemonset(rendered, root)],
+            "gpu-device-plugin-nvml-pod",
             selector=f"{APP_LABEL},{INSTANCE_LABEL}={INSTANCE}",
         )
         daemonset.start()

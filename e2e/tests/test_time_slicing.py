@@ -88,14 +88,7 @@ def make_driver(
             overlay=OVERLAY,
         )
         _use_file(rendered, text, probe_resource=resource)
-        return DaemonSetPlugin(
-            core=cluster.core,
-            kubectl=cluster.kubectl,
-            node=cluster.node,
-            node_name=cluster.node_name,
-            log=cluster.local.log_path("gpu-device-plugin-pod") if cluster.local else None,
-            rendered=rendered,
-        )
+        return cluster.daemonset(rendered, "gpu-device-plugin-pod")
     local = cluster.local
     assert local is not None, "a host-process plugin needs the local cluster"
     fake = folder / "fake.yaml"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,6 +93,16 @@ def inventory_shape(inventory: Inventory) -> Inventory:
         inventory,
         devices=tuple(replace(d, health=Health.HEALTHY, health_reason="") for d in inventory.devices),
     )
+
+
+async def shape_changes(cell: SnapshotCell[Inventory]) -> AsyncIterator[Inventory]:
+    """Each inventory the cell publishes whose shape differs from the last one seen."""
+    last = inventory_shape(cell.value)
+    async for inventory in cell.watch():
+        shape = inventory_shape(inventory)
+        if shape != last:
+            last = shape
+            yield inventory
 
 
 @dataclass(frozen=True)
@@ -222,12 +232,8 @@ class ConfigReconciler:
         return None if labels is None else labels.get(self._live.node_label)
 
     async def _follow_shape(self) -> None:
-        last = inventory_shape(self._cell.value)
-        async for inventory in self._cell.watch():
-            shape = inventory_shape(inventory)
-            if shape != last:
-                last = shape
-                self._changed("the devices changed")
+        async for _ in shape_changes(self._cell):
+            self._changed("the devices changed")
 
     async def _apply_changes(self) -> None:
         while True:

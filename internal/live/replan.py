@@ -17,7 +17,7 @@ import logging
 
 from gpu_device_plugin.errors import ConfigError
 from gpu_device_plugin.inventory import Inventory, SnapshotCell
-from gpu_device_plugin.live.reconciler import Planner, inventory_shape
+from gpu_device_plugin.live.reconciler import Planner, shape_changes
 from gpu_device_plugin.resources.settings import ResourceSettings
 from gpu_device_plugin.server.fleet import ResourceFleet
 
@@ -28,12 +28,7 @@ async def replan_on_shape(
     cell: SnapshotCell[Inventory], fleet: ResourceFleet, settings: ResourceSettings, plan: Planner
 ) -> None:
     """Root task: each new shape of the inventory, `settings` planned again and applied."""
-    last = inventory_shape(cell.value)
-    async for inventory in cell.watch():
-        shape = inventory_shape(inventory)
-        if shape == last:
-            continue
-        last = shape
+    async for inventory in shape_changes(cell):
         try:
             managers = plan(settings, inventory)
         except ConfigError as err:

@@ -113,7 +113,7 @@ def _render_base_as(suffix: str, folder: Path, kubectl: Any) -> list[dict[str, A
     base = hack.KUSTOMIZE_DIR / "base"
     (folder / "kustomization.yaml").write_text(
         f"namespace: gpu-dp-rbac-{suffix}\n"
-        f"nameSuffix: \"-{suffix}\"\n"
+        f'nameSuffix: "-{suffix}"\n'
         f"resources:\n  - {os.path.relpath(base, folder)}\n"  # kustomize refuses absolute paths
     )
     return list(hack.documents(hack.render(folder, kubectl=kubectl.binary)))

@@ -1,6 +1,7 @@
 """MIG on the real kubelet: `--mig-strategy mixed` over the C NVML fake's `mig-a100` (issue 16).
 
-The fake driver root is laid out on the node's host as in test_nvml.py, with the
+The fake driver root is laid out on the node's host as in test_nvml.py (on a kind node in
+the folder mounted into it), with the
 `mig-a100` profile: GPU 0 split into seven 1g.10gb, GPU 1 into 3g.40gb + 2g.20gb
 + 1g.10gb, GPU 2 whole (MIG off). The plugin (a host process, or a DaemonSet
 from the image with the root as a hostPath) serves it with `--mig-strategy
@@ -8,12 +9,12 @@ mixed` under its own domain, so its resources never meet the fake-backend
 plugin's. What is checked is what a cluster user sees: the `mig-*` resources on
 the Node with their counts, a pod handed a MIG device (its env names the MIG
 UUID), and an XID on a parent GPU taking exactly its MIG devices out of
-allocatable and back.
+allocatable and back, and a MIG layout changed under the running plugin followed
+within its re-discovery period.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 import e2e_support
 import pytest
 from drivers import APP_LABEL, DaemonSetPlugin
-from test_nvml import INSTANCE_LABEL, QUIET_PERIOD_S, nvml_daemonset, nvml_host_process
+from test_nvml import INSTANCE_LABEL, QUIET_PERIOD_S, driver_root, nvml_daemonset, nvml_host_process
 
 from conftest import ClusterUnderTest, PluginUnderTest, Pods, plugin_mode
 from gdp_hack.nvmlfake import FakeDriver, build
@@ -60,24 +61,17 @@ class MigPlugin:
 def mig_plugin(
     cluster: ClusterUnderTest, plugin: PluginUnderTest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MigPlugin]:
-    local = cluster.require_host_control()
-    root = tmp_path_factory.mktemp("mig-driver-root")
-    os.chmod(root, 0o755)
+    root = driver_root(cluster, tmp_path_factory, "mig-driver-root")
     driver = FakeDriver(root, PROFILE, library=build())
     stop: Any
     if plugin_mode() == "daemonset":
         rendered = DaemonSetPlugin.render(
             cluster.kubectl,
             e2e_support.fake_config(e2e_support.fake_uuids(8)),
-            local_api_port=local.ports["apiserver"],
+            local_api_port=cluster.api_port_on_node,
         )
-        daemonset = DaemonSetPlugin(
-            core=cluster.core,
-            kubectl=cluster.kubectl,
-            node=cluster.node,
-            node_name=cluster.node_name,
-            log=local.log_path("gpu-device-plugin-mig-pod"),
-            rendered=[
+        daemonset = cluster.daemonset(
+            [
                 nvml_daemonset(
                     rendered,
                     root,
@@ -87,11 +81,13 @@ def mig_plugin(
                     instance=INSTANCE,
                 )
             ],
+            "gpu-device-plugin-mig-pod",
             selector=f"{APP_LABEL},{INSTANCE_LABEL}={INSTANCE}",
         )
         daemonset.start()
         stop = daemonset.stop
     else:
+        local = cluster.require_host_control()
         process = nvml_host_process(
             root,
             local.device_plugin_dir,

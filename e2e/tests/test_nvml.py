@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,22 +121,30 @@ def nvml_daemonset(
     return daemonset
 
 
+def driver_root(cluster: ClusterUnderTest, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """An empty folder for a fake driver root that the plugin under test can see: on a kind
+    node a subfolder of the one e2e/kind/run.sh mounts into it at the same path (extraMounts),
+    elsewhere a temporary folder on the local node's host."""
+    kind_root = os.environ.get(ENV_KIND_NVML_ROOT)
+    if kind_root and cluster.local is None and plugin_mode() == "daemonset":
+        root = Path(kind_root) / name
+        shutil.rmtree(root, ignore_errors=True)  # an earlier run's, in a kept work folder
+        root.mkdir(parents=True)
+    else:
+        cluster.require_host_control()
+        root = tmp_path_factory.mktemp(name)
+    # Readable by the container's root whatever the test process's umask made of it.
+    os.chmod(root, 0o755)
+    return root
+
+
 @pytest.fixture(scope="module")
 def nvml_plugin(
     cluster: ClusterUnderTest, plugin: PluginUnderTest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NvmlPlugin]:
     # `plugin` first: in the daemonset mode it made the namespace, account and RBAC this one uses.
     mode = plugin_mode()
-    kind_root = os.environ.get(ENV_KIND_NVML_ROOT)
-    local = None
-    if kind_root and cluster.local is None and mode == "daemonset":
-        # A kind node: the folder is mounted into it at the same path (extraMounts).
-        root = Path(kind_root)
-    else:
-        local = cluster.require_host_control()
-        root = tmp_path_factory.mktemp("nvml-driver-root")
-    # Readable by the container's root whatever the test process's umask made of it.
-    os.chmod(root, 0o755)
+    root = driver_root(cluster, tmp_path_factory, "nvml-driver-root")
     driver = FakeDriver(root, PROFILE, library=build())
     uuids = [d.uuid for d in driver.profile.devices]
     stop: Any
@@ -153,7 +162,7 @@ def nvml_plugin(
         daemonset.start()
         stop = daemonset.stop
     else:
-        assert local is not None
+        local = cluster.require_host_control()
         process = nvml_host_process(root, local.device_plugin_dir, local.log_path("gpu-device-plugin-nvml"))
         process.start()
         stop = process.stop

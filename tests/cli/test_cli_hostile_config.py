@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import needs_no_gpu, one_error_line, run
+from cli_support import one_error_line, run
 from click.testing import Result
 
 from gpu_device_plugin.backends.config import DiscoveryKind
@@ -421,20 +421,9 @@ def test_nvml_chosen_with_a_fake_option_is_a_contradiction(
     assert served == []
 
 
-# --- 9. no NVIDIA driver: what is missing and what to check ---------------------------
-
-
-@needs_no_gpu
-def test_serve_without_the_driver_says_what_to_check(plugin_dir: Path) -> None:
-    refused(
-        run("serve", "--discovery", "nvml", "--device-plugin-dir", str(plugin_dir)),
-        1,
-        "NVML could not be initialised: ",
-        "is the NVIDIA driver installed on this node?",
-        "runtimeClassName: nvidia",
-        "--driver-root",
-    )
-    assert list(plugin_dir.iterdir()) == []
+# --- 9. no NVIDIA driver: in test_cli_hostile_process.py, a process of its own (pynvml keeps
+# the first libnvidia-ml it loaded for the life of the process: here, the C fake an earlier
+# test may have loaded would answer).
 
 
 # --- 10. probe where nothing serves -----------------------------------------------------

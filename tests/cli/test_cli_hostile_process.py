@@ -166,6 +166,7 @@ def test_no_driver_exits_1_saying_what_to_check(command: str, folder: Path) -> N
         result.stderr,
         "NVML could not be initialised: NVML Shared Library Not Found: libnvidia-ml.so.1 was not found",
         "is the NVIDIA driver installed on this node?",
+        "runtimeClassName: nvidia",
         "--driver-root",
     )
     assert list(folder.iterdir()) == []

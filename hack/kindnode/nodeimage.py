@@ -71,6 +71,22 @@ def _epoch(layout: Path) -> int:
     return int(datetime.fromisoformat(config["created"].replace("Z", "+00:00")).timestamp())
 
 
+def _check_preloads_cover_kubeadm(kubeadm: Path) -> None:
+    """kubeadm itself names the images it will start (offline, given its version): refuse
+    to build a node that would have to pull one."""
+    listed = tools.run(
+        [kubeadm, "config", "images", "list", "--kubernetes-version", versions.kubernetes()],
+        what="kubeadm config images list",
+        timeout=60,
+    )
+    missing = versions.not_preloaded(listed)
+    if missing:
+        raise tools.StepError(
+            f"kind node: kubeadm {versions.kubernetes()} starts {', '.join(missing)}, which the node image "
+            "does not preload (hack/kindnode/versions.py image_tags)"
+        )
+
+
 def build(*, image_cache: Path, e2e_cache: Path | None = None) -> NodeImage:
     """The node image archive for the pinned versions, built first if not cached."""
     tools.require_root("building the kind node image")
@@ -83,6 +99,7 @@ def build(*, image_cache: Path, e2e_cache: Path | None = None) -> NodeImage:
     if made.archive.is_file():
         return made
     binaries = gobuilds.all_binaries(cache=e2e_cache)
+    _check_preloads_cover_kubeadm(binaries["kubeadm"])
     pause = cluster_build.pause_binary(cache=e2e_cache)
     buildkitd, buildctl = buildkit.binaries(cache=image_cache)
     runc = tools.program("runc")

@@ -83,5 +83,22 @@ def image_tags() -> dict[str, str]:
     }
 
 
+#: Images kubeadm lists that our clusters never start: kube-proxy (kubeProxyMode none).
+NOT_STARTED = frozenset({"kube-proxy"})
+
+
+def not_preloaded(kubeadm_list: str) -> list[str]:
+    """The images in `kubeadm config images list` output that image_tags() does not preload
+    (and the cluster would start): each would be a pull, which a node here cannot do."""
+    preloaded = set(image_tags().values())
+    # One image per line; a warning kubeadm may print (words and spaces) is no image.
+    listed = [line.strip() for line in kubeadm_list.splitlines() if line.strip() and " " not in line.strip()]
+    return [
+        image
+        for image in listed
+        if image not in preloaded and image.rsplit(":", 1)[0].rsplit("/", 1)[-1] not in NOT_STARTED
+    ]
+
+
 #: kubeadm 1.34's PauseVersion; containerd's sandbox image in node/files/etc/containerd/config.toml.
 PAUSE_TAG = "3.10.1"

@@ -1,14 +1,13 @@
 """MIG on the real kubelet: `--mig-strategy mixed` over the C NVML fake's `mig-a100` (issue 16).
 
-The fake driver root is laid out on the node's host as in test_nvml.py (on a kind node in
-the folder mounted into it), with the
-`mig-a100` profile: GPU 0 split into seven 1g.10gb, GPU 1 into 3g.40gb + 2g.20gb
-+ 1g.10gb, GPU 2 whole (MIG off). The plugin (a host process, or a DaemonSet
-from the image with the root as a hostPath) serves it with `--mig-strategy
-mixed` under its own domain, so its resources never meet the fake-backend
-plugin's. What is checked is what a cluster user sees: the `mig-*` resources on
-the Node with their counts, a pod handed a MIG device (its env names the MIG
-UUID), and an XID on a parent GPU taking exactly its MIG devices out of
+The fake driver root is laid out on the node's host as in test_nvml.py (on a kind
+node, in the folder mounted into it), with the `mig-a100` profile: GPU 0 split into
+seven 1g.10gb, GPU 1 into 3g.40gb + 2g.20gb + 1g.10gb, GPU 2 whole (MIG off). The
+plugin (a host process, or a DaemonSet from the image with the root as a hostPath)
+serves it with `--mig-strategy mixed` under its own domain, so its resources never
+meet the fake-backend plugin's. What is checked is what a cluster user sees: the
+`mig-*` resources on the Node with their counts, a pod handed a MIG device (its env
+names the MIG UUID), an XID on a parent GPU taking exactly its MIG devices out of
 allocatable and back, and a MIG layout changed under the running plugin followed
 within its re-discovery period.
 """

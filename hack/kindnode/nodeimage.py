@@ -74,15 +74,16 @@ def _epoch(layout: Path) -> int:
 def _check_preloads_cover_kubeadm(kubeadm: Path) -> None:
     """kubeadm itself names the images it will start (offline, given its version): refuse
     to build a node that would have to pull one."""
+    version = versions.kubernetes()
     listed = tools.run(
-        [kubeadm, "config", "images", "list", "--kubernetes-version", versions.kubernetes()],
+        [kubeadm, "config", "images", "list", "--kubernetes-version", version],
         what="kubeadm config images list",
         timeout=60,
     )
     missing = versions.not_preloaded(listed)
     if missing:
         raise tools.StepError(
-            f"kind node: kubeadm {versions.kubernetes()} starts {', '.join(missing)}, which the node image "
+            f"kind node: kubeadm {version} starts {', '.join(missing)}, which the node image "
             "does not preload (hack/kindnode/versions.py image_tags)"
         )
 

@@ -92,12 +92,20 @@ def not_preloaded(kubeadm_list: str) -> list[str]:
     (and the cluster would start): each would be a pull, which a node here cannot do."""
     preloaded = set(image_tags().values())
     # One image per line; a warning kubeadm may print (words and spaces) is no image.
-    listed = [line.strip() for line in kubeadm_list.splitlines() if line.strip() and " " not in line.strip()]
+    listed = (line.strip() for line in kubeadm_list.splitlines())
     return [
         image
         for image in listed
-        if image not in preloaded and image.rsplit(":", 1)[0].rsplit("/", 1)[-1] not in NOT_STARTED
+        if image
+        and " " not in image
+        and image not in preloaded
+        and _repository_name(image) not in NOT_STARTED
     ]
+
+
+def _repository_name(image: str) -> str:
+    """registry.k8s.io/kube-proxy:v1.34.4 -> kube-proxy."""
+    return image.rsplit(":", 1)[0].rsplit("/", 1)[-1]
 
 
 #: kubeadm 1.34's PauseVersion; containerd's sandbox image in node/files/etc/containerd/config.toml.
